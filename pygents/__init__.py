@@ -1,0 +1,63 @@
+"""pygents: a lightweight async framework for structuring AI agents.
+
+Five abstractions: tools (how), turns (what), agents (orchestration), a bounded
+``ContextQueue`` (working context) and a keyed ``ContextPool`` (accumulated outputs), with
+hooks on every event and registries for lookup and serialisation. Standard library only.
+"""
+
+from pygents.agent import Agent
+from pygents.context import ContextItem, ContextPool, ContextQueue
+from pygents.errors import (
+    SafeExecutionError,
+    TurnTimeoutError,
+    UnregisteredAgentError,
+    UnregisteredHookError,
+    UnregisteredToolError,
+    UnserializableHookError,
+    WrongRunMethodError,
+)
+from pygents.hooks import (
+    AgentHook,
+    ContextPoolHook,
+    ContextQueueHook,
+    Hook,
+    HookMetadata,
+    ToolHook,
+    TurnHook,
+    hook,
+)
+from pygents.registry import AgentRegistry, HookRegistry, ToolRegistry
+from pygents.tool import AsyncGenTool, BaseTool, Tool, ToolMetadata, tool
+from pygents.turn import StopReason, Turn
+
+__all__ = [
+    "Agent",
+    "AgentHook",
+    "AgentRegistry",
+    "AsyncGenTool",
+    "BaseTool",
+    "ContextItem",
+    "ContextPool",
+    "ContextPoolHook",
+    "ContextQueue",
+    "ContextQueueHook",
+    "Hook",
+    "HookMetadata",
+    "HookRegistry",
+    "SafeExecutionError",
+    "StopReason",
+    "Tool",
+    "ToolHook",
+    "ToolMetadata",
+    "ToolRegistry",
+    "Turn",
+    "TurnHook",
+    "TurnTimeoutError",
+    "UnregisteredAgentError",
+    "UnregisteredHookError",
+    "UnregisteredToolError",
+    "UnserializableHookError",
+    "WrongRunMethodError",
+    "hook",
+    "tool",
+]

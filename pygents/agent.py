@@ -1,0 +1,422 @@
+"""Agents: a named queue of turns over a set of tools, run as a stream of values.
+
+``agent.run()`` takes turns in FIFO order and routes every value a tool produces: a ``Turn``
+is queued on this agent, a ``ContextItem`` goes to the context queue (no id) or pool (with an
+id), anything else is yielded to the caller as ``(turn, value)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
+from typing import Any
+
+from pygents import _seams
+from pygents.context import ContextItem, ContextPool, ContextQueue
+from pygents.errors import SafeExecutionError
+from pygents.hooks import GLOBAL_HOOKS, AgentHook, Hook, TurnHook, fire
+from pygents.registry import AgentRegistry, HookFn, HookRegistry, ToolRegistry, attach_hook
+from pygents.tool import BaseTool
+from pygents.turn import Turn
+
+__all__ = ["Agent"]
+
+_G_BEFORE_TURN = GLOBAL_HOOKS[AgentHook.BEFORE_TURN]
+_G_AFTER_TURN = GLOBAL_HOOKS[AgentHook.AFTER_TURN]
+_G_VALUE = GLOBAL_HOOKS[AgentHook.ON_TURN_VALUE]
+_G_BEFORE_PUT = GLOBAL_HOOKS[AgentHook.BEFORE_PUT]
+_G_AFTER_PUT = GLOBAL_HOOKS[AgentHook.AFTER_PUT]
+_ROUTED = (Turn, ContextItem)
+
+
+class Agent:
+    """A named worker over a fixed set of tools, with a queue of turns and its own context.
+
+    Example::
+
+        agent = Agent("fetcher", "Fetches URLs", [fetch])
+        await agent.put(Turn("fetch", kwargs={"url": "https://example.com"}))
+        async for turn, value in agent.run():
+            print(value)
+
+    Args:
+        name: unique among registered agents.
+        description: what the agent is for.
+        tools: the registered tool objects this agent may run.
+        context_pool: defaults to an unbounded ``ContextPool()``.
+        context_queue: defaults to ``ContextQueue(limit=10)``.
+        tags: matched against tagged global hooks.
+
+    Raises:
+        ValueError: the name is taken, or a tool is not the instance in ``ToolRegistry``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        tools: Sequence[BaseTool],
+        context_pool: ContextPool[Any] | None = None,
+        context_queue: ContextQueue[Any] | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> None:
+        for item in tools:
+            registered = ToolRegistry._tools.get(getattr(item, "__name__", ""))
+            if registered is None or registered is not item:
+                raise ValueError(
+                    f"agent {name!r}: {item!r} is not a registered tool; pass the object "
+                    "returned by @tool (the instance held in ToolRegistry)"
+                )
+        init = object.__setattr__
+        init(self, "_running", False)
+        init(self, "_paused", False)
+        init(self, "_resumed", asyncio.Event())
+        self._resumed.set()
+        init(self, "_queue", deque())
+        init(self, "_current_turn", None)
+        init(self, "name", name)
+        init(self, "description", description)
+        init(self, "tools", list(tools))
+        init(self, "_tool_set", frozenset(tools))
+        init(self, "context_pool", context_pool if context_pool is not None else ContextPool())
+        init(
+            self, "context_queue", context_queue if context_queue is not None else ContextQueue(10)
+        )
+        init(self, "tags", frozenset(tags or ()))
+        init(self, "hooks", [])
+        init(self, "turn_hooks", [])
+        AgentRegistry.register(self)
+
+    name: str
+    description: str
+    tools: list[BaseTool]
+    context_pool: ContextPool[Any]
+    context_queue: ContextQueue[Any]
+    tags: frozenset[str]
+    hooks: list[Hook]
+    turn_hooks: list[Hook]
+    _queue: deque[Turn[Any]]
+    _current_turn: Turn[Any] | None
+    _running: bool
+    _paused: bool
+    _resumed: asyncio.Event
+    _tool_set: frozenset[BaseTool]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not name.startswith("_") and (self._running or self._paused):
+            state = "running" if self._running else "paused"
+            raise SafeExecutionError(f"cannot set {name!r} on agent {self.name!r} while {state}")
+        if name == "tools":
+            object.__setattr__(self, "_tool_set", frozenset(value))
+        elif name == "tags":
+            value = frozenset(value or ())
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        tools = ", ".join(t.__name__ for t in self.tools)
+        return f"Agent(name={self.name!r}, tools=[{tools}])"
+
+    def __iter__(self) -> Iterator[Turn[Any]]:
+        return iter(list(self._queue))
+
+    @property
+    def turns(self) -> list[Turn[Any]]:
+        """A snapshot of the queued turns, next first (not including the running one)."""
+        return list(self._queue)
+
+    @property
+    def current_turn(self) -> Turn[Any] | None:
+        """The turn being run now, if any."""
+        return self._current_turn
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether the loop is held at its gate."""
+        return self._paused
+
+    @property
+    def is_running(self) -> bool:
+        """Whether a ``run()`` is active."""
+        return self._running
+
+    # -- queue ---------------------------------------------------------------------------
+
+    async def put(self, turn: Turn[Any]) -> None:
+        """Queue ``turn`` (fires ``BEFORE_PUT`` / ``AFTER_PUT``).
+
+        Raises:
+            ValueError: the turn's tool is not one of this agent's tools.
+        """
+        if turn.tool not in self._tool_set:
+            names = sorted(t.__name__ for t in self.tools)
+            raise ValueError(
+                f"agent {self.name!r} cannot run tool {turn.tool.__name__!r}; its tools: {names}"
+            )
+        hooks = self.hooks
+        if hooks or _G_BEFORE_PUT:
+            await fire(AgentHook.BEFORE_PUT, hooks, self.tags, self, turn)
+        router = _seams.router
+        if router is None:
+            self._queue.append(turn)
+        else:
+            await router.put(self.name, turn)
+        if hooks or _G_AFTER_PUT:
+            await fire(AgentHook.AFTER_PUT, hooks, self.tags, self, turn)
+
+    async def send(self, name: str, turn: Turn[Any]) -> None:
+        """Queue ``turn`` on the agent called ``name``.
+
+        Raises:
+            UnregisteredAgentError: no agent has that name.
+        """
+        router = _seams.router
+        if router is not None and name not in AgentRegistry._agents:
+            await router.put(name, turn)
+            return
+        await AgentRegistry.get(name).put(turn)
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self) -> AsyncGenerator[tuple[Turn[Any], Any], None]:
+        """Run queued turns until the queue is empty, yielding ``(turn, value)`` per value.
+
+        Values that are ``Turn`` or ``ContextItem`` are routed, not yielded. Tool errors and
+        ``TurnTimeoutError`` propagate. Leaving early (``break``, ``aclose()``, cancellation)
+        ends the running turn as ``CANCELLED``; the agent can run again afterwards.
+
+        Raises:
+            SafeExecutionError: another ``run()`` of this agent is active.
+        """
+        if self._running:
+            raise SafeExecutionError(f"agent {self.name!r} is already running")
+        object.__setattr__(self, "_running", True)
+        queue = self._queue
+        try:
+            while True:
+                if self._paused:
+                    await self._wait_at_gate()
+                if not queue:
+                    return
+                steps = self.run_turn(queue.popleft())
+                try:
+                    async for pair in steps:
+                        yield pair
+                finally:
+                    await steps.aclose()
+        finally:
+            object.__setattr__(self, "_running", False)
+            object.__setattr__(self, "_current_turn", None)
+
+    async def run_turn(self, turn: Turn[Any]) -> AsyncGenerator[tuple[Turn[Any], Any], None]:
+        """Run one turn (not taken from the queue) with this agent's hooks and context.
+
+        Routes its values as ``run()`` does and yields the plain ones. This is the step a
+        runtime drives when it owns the queue itself.
+        """
+        hooks = self.hooks
+        if hooks or _G_BEFORE_TURN:
+            await fire(AgentHook.BEFORE_TURN, hooks, self.tags, self)
+        object.__setattr__(self, "_current_turn", turn)
+        context = (self.context_queue, self.context_pool)
+        turn_hooks = self.turn_hooks
+        try:
+            if turn.tool.is_generator:
+                values = turn._yielding(turn_hooks, context)
+                try:
+                    async for value in values:
+                        if (isinstance(value, _ROUTED) or hooks or _G_VALUE) and not (
+                            await self._route(turn, value)
+                        ):
+                            continue
+                        yield turn, value
+                finally:
+                    await values.aclose()
+            else:
+                value = await turn._returning(turn_hooks, context)
+                if not (isinstance(value, _ROUTED) or hooks or _G_VALUE) or await self._route(
+                    turn, value
+                ):
+                    yield turn, value
+        finally:
+            object.__setattr__(self, "_current_turn", None)
+        if hooks or _G_AFTER_TURN:
+            await fire(AgentHook.AFTER_TURN, hooks, self.tags, self, turn)
+
+    async def _route(self, turn: Turn[Any], value: Any) -> bool:
+        """Send a produced value where it belongs; True if it is a plain value to yield."""
+        plain = False
+        if isinstance(value, Turn):
+            await self.put(value)
+        elif isinstance(value, ContextItem):
+            if value.id is None:
+                await self.context_queue.append(value)
+            else:
+                await self.context_pool.add(value)
+        else:
+            plain = True
+        if self.hooks or _G_VALUE:
+            await fire(AgentHook.ON_TURN_VALUE, self.hooks, self.tags, self, turn, value)
+        return plain
+
+    # -- pause ---------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Hold the loop at the top of its next iteration (the current turn completes).
+
+        Idempotent. ``ON_PAUSE`` fires when the loop reaches the gate while paused.
+        """
+        object.__setattr__(self, "_paused", True)
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        """Release the gate. Idempotent. ``ON_RESUME`` fires when a held loop moves on."""
+        object.__setattr__(self, "_paused", False)
+        self._resumed.set()
+
+    async def _wait_at_gate(self) -> None:
+        hooks = self.hooks
+        await fire(AgentHook.ON_PAUSE, hooks, self.tags, self)
+        while self._paused:
+            await self._resumed.wait()
+        await fire(AgentHook.ON_RESUME, hooks, self.tags, self)
+
+    # -- copies --------------------------------------------------------------------------
+
+    def branch(
+        self,
+        name: str,
+        description: str | None = None,
+        tools: Sequence[BaseTool] | None = None,
+        hooks: Sequence[Hook] | None = None,
+    ) -> Agent:
+        """A new registered agent continuing from this one, independent afterwards.
+
+        It inherits the description, tools, hooks, turn hooks and tags (unless given), a copy
+        of the queue, and branches (snapshots) of the context queue and pool.
+        """
+        child = Agent(
+            name,
+            self.description if description is None else description,
+            list(self.tools if tools is None else tools),
+            context_pool=self.context_pool.branch(),
+            context_queue=self.context_queue.branch(),
+            tags=self.tags,
+        )
+        init = object.__setattr__
+        init(child, "hooks", list(self.hooks if hooks is None else hooks))
+        init(child, "turn_hooks", list(self.turn_hooks))
+        child._queue.extend(turn.copy() for turn in self._queue)
+        return child
+
+    def to_dict(self) -> dict[str, Any]:
+        """The agent as plain data (tools and hooks by name, turns and contexts in full).
+
+        Raises:
+            UnserializableHookError: a hook is not the one registered under its name.
+        """
+        current = self._current_turn
+        return {
+            "name": self.name,
+            "description": self.description,
+            "tool_names": [t.__name__ for t in self.tools],
+            "queue": [turn.to_dict() for turn in self._queue],
+            "current_turn": current.to_dict() if current is not None else None,
+            "hooks": HookRegistry.names_by_type(self.hooks),
+            "turn_hooks": HookRegistry.names_by_type(self.turn_hooks),
+            "context_pool": self.context_pool.to_dict(),
+            "context_queue": self.context_queue.to_dict(),
+            "is_paused": self._paused,
+            "tags": sorted(self.tags),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Agent:
+        """Rebuild and register an agent saved by ``to_dict``.
+
+        Tools and hooks come from the registries; the in-flight turn goes first in the queue
+        (it runs again); the pause state is restored.
+        """
+        agent = cls(
+            data["name"],
+            data.get("description", ""),
+            [ToolRegistry.get(name) for name in data.get("tool_names", [])],
+            context_pool=ContextPool.from_dict(data["context_pool"])
+            if data.get("context_pool")
+            else None,
+            context_queue=ContextQueue.from_dict(data["context_queue"])
+            if data.get("context_queue")
+            else None,
+            tags=data.get("tags"),
+        )
+        init = object.__setattr__
+        init(agent, "hooks", HookRegistry.from_names(data.get("hooks") or {}))
+        init(agent, "turn_hooks", HookRegistry.from_names(data.get("turn_hooks") or {}))
+        if data.get("current_turn"):
+            agent._queue.append(Turn.from_dict(data["current_turn"]))
+        agent._queue.extend(Turn.from_dict(d) for d in data.get("queue", []))
+        if data.get("is_paused"):
+            agent.pause()
+        return agent
+
+    # -- hook decorators -----------------------------------------------------------------
+
+    def _hook(self, kind: AgentHook | TurnHook, fn: Any, lock: bool, kw: dict[str, Any]) -> Any:
+        target = self.turn_hooks if isinstance(kind, TurnHook) else self.hooks
+        return attach_hook(target, kind, fn, lock, kw)
+
+    def before_turn(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(agent)`` before each turn."""
+        return self._hook(AgentHook.BEFORE_TURN, fn, lock, kw)
+
+    def after_turn(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(agent, turn)`` after each turn completes."""
+        return self._hook(AgentHook.AFTER_TURN, fn, lock, kw)
+
+    def on_turn_value(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(agent, turn, value)`` for each value, after routing."""
+        return self._hook(AgentHook.ON_TURN_VALUE, fn, lock, kw)
+
+    def before_put(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(agent, turn)`` before a turn is queued."""
+        return self._hook(AgentHook.BEFORE_PUT, fn, lock, kw)
+
+    def after_put(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(agent, turn)`` after a turn is queued."""
+        return self._hook(AgentHook.AFTER_PUT, fn, lock, kw)
+
+    def on_pause(self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any) -> Any:
+        """Instance hook ``(agent)`` when the loop stops at the gate because it is paused."""
+        return self._hook(AgentHook.ON_PAUSE, fn, lock, kw)
+
+    def on_resume(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(agent)`` when a held loop moves on after ``resume()``."""
+        return self._hook(AgentHook.ON_RESUME, fn, lock, kw)
+
+    def on_error(self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any) -> Any:
+        """Turn hook ``(turn, exception)`` attached to every turn this agent runs."""
+        return self._hook(TurnHook.ON_ERROR, fn, lock, kw)
+
+    def on_timeout(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Turn hook ``(turn)`` attached to every turn this agent runs."""
+        return self._hook(TurnHook.ON_TIMEOUT, fn, lock, kw)
+
+    def on_complete(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Turn hook ``(turn, stop_reason)`` attached to every turn this agent runs."""
+        return self._hook(TurnHook.ON_COMPLETE, fn, lock, kw)

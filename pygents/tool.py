@@ -1,0 +1,314 @@
+"""Tools: the ``@tool`` decorator, ``Tool`` / ``AsyncGenTool``, their metadata and subtools.
+
+A tool is an async function (``Tool``) or async generator function (``AsyncGenTool``)
+registered in ``ToolRegistry`` under its name. Everything about how it is called (accepted
+arguments, fixed kwargs, context injection, schemas) is worked out once, at decoration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, overload
+
+from pygents import _schema, _seams
+from pygents._call import CallPlan
+from pygents.hooks import GLOBAL_HOOKS, Hook, ToolHook, fire
+from pygents.registry import HookFn, ToolRegistry, attach_hook
+
+__all__ = ["AsyncGenTool", "BaseTool", "Tool", "ToolMetadata", "tool"]
+
+_now = datetime.now
+_NO_LOCK: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+_G_BEFORE = GLOBAL_HOOKS[ToolHook.BEFORE_INVOKE]
+_G_YIELD = GLOBAL_HOOKS[ToolHook.ON_YIELD]
+_G_AFTER = GLOBAL_HOOKS[ToolHook.AFTER_INVOKE]
+_G_ERROR = GLOBAL_HOOKS[ToolHook.ON_ERROR]
+
+
+@dataclass
+class ToolMetadata:
+    """What a tool is (name, docstring, schemas) and when it last ran."""
+
+    name: str
+    description: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    output_schema: dict[str, Any] = field(default_factory=dict)
+
+    def dict(self) -> dict[str, Any]:
+        """The six fields as plain data, datetimes as ISO strings."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "start_time": self.start_time.isoformat() if self.start_time else None,
+            "end_time": self.end_time.isoformat() if self.end_time else None,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+        }
+
+
+class BaseTool:
+    """What ``Tool`` and ``AsyncGenTool`` share: metadata, hooks, lock, tags, subtools."""
+
+    is_generator = False
+    scoped_name: str
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        lock: bool = False,
+        tags: Iterable[str] | None = None,
+        fixed_kwargs: dict[str, Any] | None = None,
+        parent: BaseTool | None = None,
+    ) -> None:
+        short = fn.__name__
+        scoped = f"{parent.scoped_name}.{short}" if parent is not None else short
+        self.scoped_name = scoped
+        self._plan = CallPlan(fn, fixed_kwargs or {}, scoped, "tool")
+        self.fn = fn
+        self.parent = parent
+        self.subtools: list[BaseTool] = []
+        self.hooks: list[Hook] = []
+        self.lock: asyncio.Lock | None = asyncio.Lock() if lock else None
+        self.tags: frozenset[str] = frozenset(tags or ())
+        self.fixed_kwargs = dict(fixed_kwargs or {})
+        self.__name__ = scoped
+        self.__qualname__ = scoped
+        self.__doc__ = fn.__doc__
+        self.__module__ = fn.__module__
+        self._lock_name = "tool:" + scoped
+        self.metadata = ToolMetadata(
+            name=short,
+            description=inspect.getdoc(fn),
+            input_schema=_schema.input_schema(fn, self._plan.injected_names),
+            output_schema=_schema.output_schema(fn, self.is_generator),
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.__name__}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def doc_tree(self) -> dict[str, Any]:
+        """``{"name", "description", "subtools": [...]}``, recursively."""
+        return {
+            "name": self.metadata.name,
+            "description": self.metadata.description,
+            "subtools": [t.doc_tree() for t in self.subtools],
+        }
+
+    @overload
+    def subtool[F: Callable[..., Any]](self, fn: F, /) -> BaseTool: ...
+    @overload
+    def subtool(
+        self,
+        fn: None = None,
+        /,
+        *,
+        lock: bool = False,
+        tags: Iterable[str] | None = None,
+        **fixed_kwargs: Any,
+    ) -> Callable[[Callable[..., Any]], BaseTool]: ...
+    def subtool(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        lock: bool = False,
+        tags: Iterable[str] | None = None,
+        **fixed_kwargs: Any,
+    ) -> Any:
+        """Declare a child tool, registered as ``"<parent>.<child>"`` (same options as @tool)."""
+
+        def decorate(target: Callable[..., Any]) -> BaseTool:
+            child = _make(target, lock, tags, fixed_kwargs, parent=self)
+            self.subtools.append(child)
+            return child
+
+        return decorate if fn is None else decorate(fn)
+
+    def _instance_hook(
+        self, kind: ToolHook, fn: HookFn | Hook | None, lock: bool, fixed: dict[str, Any]
+    ) -> Any:
+        return attach_hook(self.hooks, kind, fn, lock, fixed)
+
+    def before_invoke(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **fixed_kwargs: Any
+    ) -> Any:
+        """Instance hook called with the tool's own arguments before each run."""
+        return self._instance_hook(ToolHook.BEFORE_INVOKE, fn, lock, fixed_kwargs)
+
+    def after_invoke(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **fixed_kwargs: Any
+    ) -> Any:
+        """Instance hook called with the result (a generator's: every value yielded)."""
+        return self._instance_hook(ToolHook.AFTER_INVOKE, fn, lock, fixed_kwargs)
+
+    def on_error(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **fixed_kwargs: Any
+    ) -> Any:
+        """Instance hook called with ``exc=`` when the tool raises (instead of after_invoke)."""
+        return self._instance_hook(ToolHook.ON_ERROR, fn, lock, fixed_kwargs)
+
+    def on_yield(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **fixed_kwargs: Any
+    ) -> Any:
+        """Instance hook called with each value a generator tool yields."""
+        if not self.is_generator:
+            raise TypeError(
+                f"on_yield hooks need an async generator tool; {self.__name__!r} is a coroutine"
+            )
+        return self._instance_hook(ToolHook.ON_YIELD, fn, lock, fixed_kwargs)
+
+
+class Tool(BaseTool):
+    """A coroutine tool: ``await my_tool(...)`` runs it with hooks, lock and timing."""
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        plan = self._plan
+        if not plan.simple or kwargs or len(args) > plan.max_positional:
+            args, kwargs = plan.prepare(args, kwargs)
+        hooks = self.hooks
+        if hooks or _G_BEFORE:
+            await fire(ToolHook.BEFORE_INVOKE, hooks, self.tags, *args, **kwargs)
+        if plan.injections:
+            kwargs = plan.inject(args, kwargs)
+        metadata = self.metadata
+        metadata.start_time = _now()
+        try:
+            if self.lock is None:
+                result = await self.fn(*args, **kwargs)
+            else:
+                async with _seams.guard(self._lock_name, self.lock):
+                    result = await self.fn(*args, **kwargs)
+        except Exception as exc:
+            metadata.end_time = _now()
+            if hooks or _G_ERROR:
+                await fire(ToolHook.ON_ERROR, hooks, self.tags, exc=exc)
+            raise
+        metadata.end_time = _now()
+        if hooks or _G_AFTER:
+            await fire(ToolHook.AFTER_INVOKE, hooks, self.tags, result)
+        return result
+
+
+class AsyncGenTool(BaseTool):
+    """An async generator tool: ``async for value in my_tool(...)``."""
+
+    is_generator = True
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        plan = self._plan
+        if not plan.simple or kwargs or len(args) > plan.max_positional:
+            args, kwargs = plan.prepare(args, kwargs)
+        hooks = self.hooks
+        tags = self.tags
+        if hooks or _G_BEFORE:
+            await fire(ToolHook.BEFORE_INVOKE, hooks, tags, *args, **kwargs)
+        if plan.injections:
+            kwargs = plan.inject(args, kwargs)
+        metadata = self.metadata
+        metadata.start_time = _now()
+        values: list[Any] = []
+        guard = _NO_LOCK if self.lock is None else _seams.guard(self._lock_name, self.lock)
+        try:
+            async with guard:
+                gen = self.fn(*args, **kwargs)
+                try:
+                    async for value in gen:
+                        values.append(value)
+                        if hooks or _G_YIELD:
+                            await fire(ToolHook.ON_YIELD, hooks, tags, value)
+                        yield value
+                finally:
+                    await gen.aclose()
+        except GeneratorExit:
+            # The consumer stopped early: the run still ends, with what it produced so far.
+            metadata.end_time = _now()
+            if hooks or _G_AFTER:
+                await fire(ToolHook.AFTER_INVOKE, hooks, tags, values)
+            raise
+        except Exception as exc:
+            metadata.end_time = _now()
+            if hooks or _G_ERROR:
+                await fire(ToolHook.ON_ERROR, hooks, tags, exc=exc)
+            raise
+        metadata.end_time = _now()
+        if hooks or _G_AFTER:
+            await fire(ToolHook.AFTER_INVOKE, hooks, tags, values)
+
+
+def _make(
+    fn: Callable[..., Any],
+    lock: bool,
+    tags: Iterable[str] | None,
+    fixed_kwargs: dict[str, Any],
+    parent: BaseTool | None = None,
+) -> BaseTool:
+    if isinstance(fn, BaseTool):
+        raise TypeError(f"{fn.__name__!r} is already a tool; decorate the function once")
+    if inspect.isasyncgenfunction(fn):
+        cls: type[BaseTool] = AsyncGenTool
+    elif inspect.iscoroutinefunction(fn):
+        cls = Tool
+    else:
+        raise TypeError(
+            f"@tool needs an async function or async generator function; "
+            f"{getattr(fn, '__name__', fn)!r} is neither (define it with 'async def')"
+        )
+    made = cls(fn, lock=lock, tags=tags, fixed_kwargs=fixed_kwargs, parent=parent)
+    ToolRegistry.register(made)
+    return made
+
+
+@overload
+def tool(fn: Callable[..., Awaitable[Any]], /) -> Tool: ...
+@overload
+def tool(fn: Callable[..., AsyncIterator[Any]], /) -> AsyncGenTool: ...
+@overload
+def tool(
+    fn: None = None,
+    /,
+    *,
+    lock: bool = False,
+    tags: Iterable[str] | None = None,
+    **fixed_kwargs: Any,
+) -> Callable[[Callable[..., Any]], Any]: ...
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    lock: bool = False,
+    tags: Iterable[str] | None = None,
+    **fixed_kwargs: Any,
+) -> Any:
+    """Make an async function (or async generator function) a registered tool.
+
+    Usable bare (``@tool``) or called (``@tool(lock=True, tags=["io"], api_key=get_key)``).
+    Fixed kwargs are merged into every call; a callable one is called at each invocation.
+
+    Example::
+
+        @tool
+        async def add(a: int, b: int) -> int:
+            return a + b
+
+        assert await add(1, 2) == 3
+
+    Raises:
+        TypeError: the function is not async, or a fixed kwarg is not one of its parameters.
+        ValueError: a tool with the same name is already registered.
+    """
+
+    def decorate(target: Callable[..., Any]) -> Any:
+        return _make(target, lock, tags, fixed_kwargs)
+
+    return decorate if fn is None else decorate(fn)

@@ -1,0 +1,445 @@
+"""Turns: which tool to run with which arguments, how long it may take, and what happened.
+
+``await turn.returning()`` runs a coroutine tool, ``async for v in turn.yielding()`` a
+generator tool. A turn records its output, timing and ``StopReason`` and fires its hooks
+(``BEFORE_RUN``, ``AFTER_RUN``, ``ON_TIMEOUT``, ``ON_ERROR``, and ``ON_COMPLETE`` always).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncGenerator, Generator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pygents import _seams
+from pygents.errors import SafeExecutionError, TurnTimeoutError, WrongRunMethodError
+from pygents.hooks import GLOBAL_HOOKS, Hook, TurnHook, fire
+from pygents.registry import HookFn, HookRegistry, ToolRegistry, attach_hook
+from pygents.tool import BaseTool
+
+__all__ = ["StopReason", "Turn", "TurnMetadata"]
+
+_now = datetime.now
+_G_BEFORE = GLOBAL_HOOKS[TurnHook.BEFORE_RUN]
+_G_AFTER = GLOBAL_HOOKS[TurnHook.AFTER_RUN]
+_G_TIMEOUT = GLOBAL_HOOKS[TurnHook.ON_TIMEOUT]
+_G_ERROR = GLOBAL_HOOKS[TurnHook.ON_ERROR]
+_G_COMPLETE = GLOBAL_HOOKS[TurnHook.ON_COMPLETE]
+_GUARDED = frozenset({"tool", "args", "kwargs", "timeout", "tags"})
+
+
+class StopReason(enum.StrEnum):
+    """Why a turn stopped."""
+
+    COMPLETED = "completed"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class TurnMetadata:
+    """When a turn started and ended, and why it stopped (all None on a fresh turn)."""
+
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    stop_reason: StopReason | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: ISO datetimes, the stop reason's value."""
+        return {
+            "start_time": self.start_time.isoformat() if self.start_time else None,
+            "end_time": self.end_time.isoformat() if self.end_time else None,
+            "stop_reason": self.stop_reason.value if self.stop_reason else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TurnMetadata:
+        """The metadata saved by ``to_dict``."""
+        data = data or {}
+        start, end, reason = data.get("start_time"), data.get("end_time"), data.get("stop_reason")
+        return cls(
+            datetime.fromisoformat(start) if start else None,
+            datetime.fromisoformat(end) if end else None,
+            StopReason(reason) if reason else None,
+        )
+
+
+class _Resumed:
+    """Awaitable that finishes a coroutine whose first step already ran and suspended.
+
+    Running the first step inline lets a tool that never suspends finish without a timer or
+    any event-loop round trip; only a tool that really waits pays for the timeout machinery.
+    """
+
+    __slots__ = ("coro", "pending")
+
+    def __init__(self, coro: Any, pending: Any) -> None:
+        self.coro = coro
+        self.pending = pending
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        coro, pending = self.coro, self.pending
+        while True:
+            try:
+                yield pending
+            except BaseException as exc:  # cancellation and the like go to the tool
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                pending = coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+
+
+def _evaluate(values: Iterable[Any]) -> list[Any]:
+    return [v() if callable(v) else v for v in values]
+
+
+def _evaluate_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v() if callable(v) else v) for k, v in kwargs.items()}
+
+
+class Turn[T]:
+    """One unit of work: a tool, its arguments and a timeout (seconds).
+
+    Example::
+
+        turn = Turn("fetch", kwargs={"url": "https://example.com"}, timeout=10)
+        text = await turn.returning()
+
+    Args:
+        tool: a registered tool name, or the tool itself.
+        timeout: seconds; for ``yielding()`` it bounds the whole iteration.
+        args: positional arguments; no-argument callables are evaluated when the tool runs.
+        kwargs: keyword arguments, evaluated the same way.
+        tags: matched against tagged global hooks.
+
+    Raises:
+        UnregisteredToolError: the tool is not in ``ToolRegistry``.
+    """
+
+    _running: bool
+    hooks: list[Hook]
+    _extra_hooks: ClassVar[tuple[Hook, ...]] = ()
+
+    def __init__(
+        self,
+        tool: str | BaseTool,
+        timeout: float = 60,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "_running", False)
+        setattr_(self, "tool", _resolve(tool))
+        setattr_(self, "timeout", timeout)
+        setattr_(self, "args", list(args) if args else [])
+        setattr_(self, "kwargs", dict(kwargs) if kwargs else {})
+        setattr_(self, "tags", frozenset(tags) if tags else frozenset())
+        setattr_(self, "metadata", TurnMetadata())
+        setattr_(self, "output", None)
+        setattr_(self, "hooks", [])
+
+    tool: BaseTool
+    timeout: float
+    args: list[Any]
+    kwargs: dict[str, Any]
+    tags: frozenset[str]
+    metadata: TurnMetadata
+    output: Any
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _GUARDED:
+            if self._running:
+                raise SafeExecutionError(
+                    f"cannot set {name!r} on turn {self.tool.__name__!r} while it is running"
+                )
+            if name == "tool":
+                value = _resolve(value)
+            elif name == "tags":
+                value = frozenset(value or ())
+        object.__setattr__(self, name, value)
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        return cls
+
+    def __repr__(self) -> str:
+        return f"<Turn {self.tool.__name__} args={self.args!r} kwargs={self.kwargs!r}>"
+
+    @property
+    def is_running(self) -> bool:
+        """True between the start and the end of ``returning()`` / ``yielding()``."""
+        return self._running
+
+    # -- running -----------------------------------------------------------------------
+
+    def _start(self, method: str) -> None:
+        if self._running:
+            raise SafeExecutionError(
+                f"turn {self.tool.__name__!r} is already running; a turn runs once at a time"
+            )
+        if self.tool.is_generator != (method == "yielding"):
+            other = "yielding" if method == "returning" else "returning"
+            kind = "an async generator" if self.tool.is_generator else "a coroutine"
+            raise WrongRunMethodError(
+                f"tool {self.tool.__name__!r} is {kind} tool: use turn.{other}(), not {method}()"
+            )
+        object.__setattr__(self, "_running", True)
+        metadata = self.metadata
+        metadata.start_time = _now()
+        metadata.end_time = None
+        metadata.stop_reason = None
+
+    async def returning(self) -> T:
+        """Run a coroutine tool and return its result (also stored in ``output``).
+
+        Raises:
+            WrongRunMethodError: the tool is an async generator.
+            SafeExecutionError: the turn is already running.
+            TurnTimeoutError: the tool ran past ``timeout``.
+        """
+        return await self._returning((), None)  # type: ignore[no-any-return]
+
+    async def _returning(
+        self, extra_hooks: Sequence[Hook], context: _seams.ActiveContext | None
+    ) -> Any:
+        self._start("returning")
+        hooks = [*self.hooks, *extra_hooks] if extra_hooks else self.hooks
+        previous = _seams.active_context.get()
+        if context is not None:
+            _seams.active_context.set(context)
+        reason = StopReason.ERROR
+        try:
+            if hooks or _G_BEFORE:
+                await fire(TurnHook.BEFORE_RUN, hooks, self.tags, self)
+            args = _evaluate(self.args) if self.args else ()
+            kwargs = _evaluate_kwargs(self.kwargs) if self.kwargs else {}
+            result = await self._await_with_timeout(self.tool(*args, **kwargs))
+            object.__setattr__(self, "output", result)
+            reason = StopReason.COMPLETED
+            if hooks or _G_AFTER:
+                await fire(TurnHook.AFTER_RUN, hooks, self.tags, self, result)
+            return result
+        except BaseException as exc:
+            reason = await self._failed(exc, hooks)
+            raise
+        finally:
+            await self._finish(reason, hooks)
+            if context is not None:
+                _seams.active_context.set(previous)
+
+    async def _await_with_timeout(self, coro: Any) -> Any:
+        try:
+            pending = coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await _Resumed(coro, pending)
+        except TimeoutError as exc:
+            if isinstance(exc, TurnTimeoutError):
+                raise
+            raise self._timeout_error() from None
+
+    def _timeout_error(self) -> TurnTimeoutError:
+        return TurnTimeoutError(
+            f"turn {self.tool.__name__!r} timed out after {self.timeout}s "
+            "(pass a larger Turn(timeout=...) if it needs longer)"
+        )
+
+    async def _failed(self, exc: BaseException, hooks: Sequence[Hook]) -> StopReason:
+        if isinstance(exc, TurnTimeoutError):
+            if hooks or _G_TIMEOUT:
+                await fire(TurnHook.ON_TIMEOUT, hooks, self.tags, self)
+            return StopReason.TIMEOUT
+        if isinstance(exc, Exception):
+            if hooks or _G_ERROR:
+                await fire(TurnHook.ON_ERROR, hooks, self.tags, self, exc)
+            return StopReason.ERROR
+        return StopReason.CANCELLED
+
+    async def _finish(self, reason: StopReason, hooks: Sequence[Hook]) -> None:
+        metadata = self.metadata
+        metadata.end_time = _now()
+        metadata.stop_reason = reason
+        object.__setattr__(self, "_running", False)
+        if hooks or _G_COMPLETE:
+            await fire(TurnHook.ON_COMPLETE, hooks, self.tags, self, reason)
+
+    def yielding(self) -> AsyncGenerator[Any, None]:
+        """Run a generator tool, yielding each value (all are kept in ``output``).
+
+        The timeout bounds the whole iteration. Stopping early (``break``) records
+        ``StopReason.CANCELLED``.
+
+        Raises:
+            WrongRunMethodError: the tool is a coroutine tool.
+            SafeExecutionError: the turn is already running.
+            TurnTimeoutError: the iteration ran past ``timeout``.
+        """
+        return self._yielding((), None)
+
+    async def _yielding(
+        self, extra_hooks: Sequence[Hook], context: _seams.ActiveContext | None
+    ) -> AsyncGenerator[Any, None]:
+        self._start("yielding")
+        hooks = [*self.hooks, *extra_hooks] if extra_hooks else self.hooks
+        var = _seams.active_context
+        outer = var.get()
+        inner = context if context is not None else outer
+        reason = StopReason.ERROR
+        values: list[Any] = []
+        object.__setattr__(self, "output", values)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:
+            var.set(inner)
+            if hooks or _G_BEFORE:
+                await fire(TurnHook.BEFORE_RUN, hooks, self.tags, self)
+            args = _evaluate(self.args) if self.args else ()
+            kwargs = _evaluate_kwargs(self.kwargs) if self.kwargs else {}
+            source = self.tool(*args, **kwargs)
+            try:
+                while True:
+                    var.set(inner)
+                    try:
+                        value = await self._next_before(source, deadline, loop)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        var.set(outer)
+                    values.append(value)
+                    yield value
+            finally:
+                await source.aclose()
+            reason = StopReason.COMPLETED
+            var.set(inner)
+            if hooks or _G_AFTER:
+                await fire(TurnHook.AFTER_RUN, hooks, self.tags, self, values)
+        except GeneratorExit:
+            reason = StopReason.CANCELLED
+            raise
+        except BaseException as exc:
+            reason = await self._failed(exc, hooks)
+            raise
+        finally:
+            var.set(inner)
+            try:
+                await self._finish(reason, hooks)
+            finally:
+                var.set(outer)
+
+    async def _next_before(self, source: Any, deadline: float, loop: Any) -> Any:
+        if loop.time() >= deadline:
+            raise self._timeout_error()
+        step = source.__anext__()
+        try:
+            pending = step.send(None)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await _Resumed(step, pending)
+        except TimeoutError as exc:
+            if isinstance(exc, TurnTimeoutError):
+                raise
+            raise self._timeout_error() from None
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def _hook(
+        self, kind: TurnHook, fn: HookFn | Hook | None, lock: bool, kw: dict[str, Any]
+    ) -> Any:
+        return attach_hook(self.hooks, kind, fn, lock, kw)
+
+    def before_run(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(turn)`` before the tool runs."""
+        return self._hook(TurnHook.BEFORE_RUN, fn, lock, kw)
+
+    def after_run(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(turn, output)`` after the tool completes."""
+        return self._hook(TurnHook.AFTER_RUN, fn, lock, kw)
+
+    def on_timeout(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(turn)`` when the turn times out."""
+        return self._hook(TurnHook.ON_TIMEOUT, fn, lock, kw)
+
+    def on_error(self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any) -> Any:
+        """Instance hook ``(turn, exception)`` when the tool raises."""
+        return self._hook(TurnHook.ON_ERROR, fn, lock, kw)
+
+    def on_complete(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
+    ) -> Any:
+        """Instance hook ``(turn, stop_reason)``, always, when the turn ends."""
+        return self._hook(TurnHook.ON_COMPLETE, fn, lock, kw)
+
+    # -- serialisation -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: ``tool_name, args, kwargs, timeout, metadata, output, hooks, tags``.
+
+        Callable arguments are evaluated; hooks are saved by name.
+
+        Raises:
+            UnserializableHookError: a hook is not the one registered under its name.
+        """
+        return {
+            "tool_name": self.tool.__name__,
+            "args": _evaluate(self.args),
+            "kwargs": _evaluate_kwargs(self.kwargs),
+            "timeout": self.timeout,
+            "metadata": self.metadata.to_dict(),
+            "output": self.output,
+            "hooks": HookRegistry.names_by_type(self.hooks),
+            "tags": sorted(self.tags),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Turn[Any]:
+        """The turn saved by ``to_dict``, metadata and output included.
+
+        Raises:
+            UnregisteredToolError: the tool is not registered here.
+            UnregisteredHookError: a hook name is not registered here.
+        """
+        turn: Turn[Any] = cls(
+            data["tool_name"],
+            timeout=data.get("timeout", 60),
+            args=data.get("args"),
+            kwargs=data.get("kwargs"),
+            tags=data.get("tags"),
+        )
+        object.__setattr__(turn, "metadata", TurnMetadata.from_dict(data.get("metadata")))
+        object.__setattr__(turn, "output", data.get("output"))
+        turn.hooks = HookRegistry.from_names(data.get("hooks") or {})
+        return turn
+
+    def copy(self) -> Turn[T]:
+        """A fresh, unrun turn with the same tool, arguments, timeout, tags and hooks."""
+        twin: Turn[T] = Turn(self.tool, self.timeout, self.args, self.kwargs, self.tags)
+        twin.hooks = list(self.hooks)
+        return twin
+
+
+def _resolve(tool: str | BaseTool) -> BaseTool:
+    if isinstance(tool, BaseTool):
+        registered = ToolRegistry.get(tool.__name__)
+        return registered
+    if isinstance(tool, str):
+        return ToolRegistry.get(tool)
+    raise TypeError(f"Turn needs a tool name or a tool object, got {type(tool).__name__}")

@@ -1,0 +1,1 @@
+"""pygents_dist: pygents agents across processes and machines over Redis."""
