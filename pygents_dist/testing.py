@@ -62,7 +62,7 @@ def free_port(host: str = _LOCALHOST) -> int:
 
 
 class _Reaper:
-    """Kills a child's process group and removes a directory; run at close, GC or exit."""
+    """Kills a child and removes a directory; run at close, garbage collection or exit."""
 
     def __init__(self, directory: Path | None = None) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
@@ -70,16 +70,19 @@ class _Reaper:
 
     def __call__(self) -> None:
         if self.proc is not None:
-            _kill_group(self.proc)
+            _kill(self.proc)
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child's process group (it leads one) and reap the child."""
-    if proc.poll() is None:  # not reaped, so its pid (and group id) cannot be reused yet
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child and reap it.
+
+    Children stay in the caller's process group, so a signal to the whole test run (Ctrl-C, a
+    CI runner stopping it) reaches them too, even when no cleanup code gets to run.
+    """
+    if proc.poll() is None:
+        proc.kill()
     proc.wait()
 
 
@@ -414,11 +417,11 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal's Ctrl-C reaches pytest, not the server
             )
         deadline = time.monotonic() + self.startup_timeout
         context = ssl.create_default_context(cafile=str(self.ca_path)) if self.tls else None
         last = "no answer"
+        ping_timeout = 0.1  # grows: short while a squatter may hold the port, long under load
         while True:
             if self._proc.poll() is not None:
                 with self.log_path.open("rb") as log:
@@ -430,7 +433,8 @@ class RedisServer:
                     f"redis-server exited with {self._proc.returncode} while starting:\n{text}"
                 )
             # A freshly started server signals nothing, so poll with a short interval.
-            last = self._ping(context) or last
+            last = self._ping(context, ping_timeout) or last
+            ping_timeout = min(1.0, ping_timeout * 2)
             if last == "+PONG":
                 return
             if last.startswith(("-WRONGPASS", "-NOAUTH", "-ERR")):
@@ -444,7 +448,7 @@ class RedisServer:
                 )
             time.sleep(0.01)
 
-    def _ping(self, context: ssl.SSLContext | None) -> str | None:
+    def _ping(self, context: ssl.SSLContext | None, timeout: float) -> str | None:
         """Send (AUTH and) PING; return the last reply line, or ``None`` on a socket error."""
         commands = []
         if self.acl_user is not None:
@@ -453,7 +457,7 @@ class RedisServer:
             commands.append(_resp("AUTH", self.password))
         commands.append(_resp("PING"))
         try:
-            with socket.create_connection((self.host, self._port), timeout=1.0) as raw:
+            with socket.create_connection((self.host, self._port), timeout=timeout) as raw:
                 sock = context.wrap_socket(raw, server_hostname=self.host) if context else raw
                 with sock:
                     sock.sendall(b"".join(commands))
@@ -472,7 +476,7 @@ class RedisServer:
     def kill(self) -> None:
         """SIGKILL the server (a crash: no AOF flush beyond what was fsynced) and reap it."""
         if self._proc is not None:
-            _kill_group(self._proc)
+            _kill(self._proc)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut the server down with SIGTERM (flushing the AOF) and wait; SIGKILL after
@@ -484,7 +488,7 @@ class RedisServer:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            _kill(proc)
 
     def restart(self, *, kill: bool = False) -> Self:
         """Stop (or, with ``kill``, SIGKILL) the server and start it on the same port and
@@ -686,15 +690,19 @@ class TcpProxy:
     def url_for(self, redis_url: str) -> str:
         """``redis_url`` with its host and port replaced by the proxy's (credentials, scheme,
         database and query kept)."""
+        if not self._port:
+            raise RuntimeError("TcpProxy is not started: it has no port yet")
         parts = urlsplit(redis_url)
         userinfo = parts.netloc.rpartition("@")[0]
         netloc = f"{userinfo}@" if userinfo else ""
         return urlunsplit(parts._replace(netloc=f"{netloc}{self.host}:{self._port}"))
 
     def start(self) -> Self:
-        """Start listening; returns once connections are accepted."""
+        """Start listening (on the previous port after a :meth:`stop`); returns once
+        connections are accepted."""
         if self._loop is not None:
             raise RuntimeError("TcpProxy is already started")
+        self._flowing = None  # an asyncio.Event belongs to one loop
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name="TcpProxy", daemon=True)
@@ -765,8 +773,9 @@ class TcpProxy:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for link in list(self._links):
+        for link in self._links:
             link.abort()
+        self._links.clear()
         if server is not None:
             await server.wait_closed()
 
@@ -836,11 +845,11 @@ class TcpProxy:
 class WorkerProcess:
     """A real worker: ``python -m pygents_dist worker TARGET --redis-url URL *args``.
 
-    The child runs in its own process group, with ``PYTHONUNBUFFERED=1`` and stderr merged
-    into stdout; a thread keeps every output line (:attr:`output`). The worker's contract is to
-    print ``READY <worker_id>`` and flush once it serves; :meth:`wait_ready` waits for that
-    line. The process group is killed by :meth:`close`, on leaving a ``with`` block, when the
-    object is garbage collected, and at interpreter exit.
+    The child runs with ``PYTHONUNBUFFERED=1``; two threads keep every line it writes to
+    stdout and stderr, in arrival order (:attr:`output`). The worker's contract is to print
+    ``READY <worker_id>`` on stdout and flush once it serves; :meth:`wait_ready` waits for that
+    line. The child is killed by :meth:`close`, on leaving a ``with`` block, and at interpreter
+    exit (the reader threads keep the object alive while the child runs).
 
     Args:
         target: the worker's ``MODULE[:ATTR]``.
@@ -876,10 +885,10 @@ class WorkerProcess:
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.cwd = cwd
         self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
+        self._readers: list[threading.Thread] = []
         self._cond = threading.Condition()
         self._lines: list[str] = []
-        self._eof = False
+        self._open_streams = 2
         self._worker_id: str | None = None
         self._reaper = _Reaper()
         self._finalizer = weakref.finalize(self, self._reaper)
@@ -894,37 +903,42 @@ class WorkerProcess:
             self.command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,  # not merged: a log line could split the READY line
             env=self.env,
             cwd=self.cwd,
-            start_new_session=True,
         )
-        assert self._proc.stdout is not None
-        self._reader = threading.Thread(
-            target=self._read, args=(self._proc.stdout,), name="WorkerProcess", daemon=True
-        )
-        self._reader.start()
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, is_stdout), daemon=True)
+            for stream, is_stdout in ((self._proc.stdout, True), (self._proc.stderr, False))
+        ]
+        for reader in self._readers:
+            reader.start()
         return self
 
-    def _read(self, stream: IO[bytes]) -> None:
+    def _read(self, stream: IO[bytes], is_stdout: bool) -> None:
         with stream:
             for raw in iter(stream.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 with self._cond:
                     self._lines.append(line)
                     words = line.split()
-                    if self._worker_id is None and words and words[0] == "READY":
+                    if is_stdout and self._worker_id is None and words[:1] == ["READY"]:
                         self._worker_id = words[1] if len(words) > 1 else ""
                     self._cond.notify_all()
         with self._cond:
-            self._eof = True
+            self._open_streams -= 1
             self._cond.notify_all()
+
+    def _join_readers(self) -> None:
+        for reader in self._readers:
+            reader.join(5.0)
 
     # -- facts
 
     @property
     def output(self) -> list[str]:
-        """Every line the child printed so far (stdout and stderr), without newlines."""
+        """Every line the child wrote so far to stdout or stderr, without newlines."""
         with self._cond:
             return list(self._lines)
 
@@ -947,7 +961,7 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int:
-        """The child's pid (also its process group id).
+        """The child's pid.
 
         Raises:
             RuntimeError: not started.
@@ -968,7 +982,7 @@ class WorkerProcess:
     # -- waiting
 
     def wait_for_line(self, pattern: str | re.Pattern[str], timeout: float = 10.0) -> str:
-        """Block until an output line (already printed or to come) matches ``pattern``
+        """Block until an output line (already written or to come) matches ``pattern``
         (``re.search``) and return it.
 
         Raises:
@@ -976,46 +990,53 @@ class WorkerProcess:
             TimeoutError: no such line within ``timeout`` seconds.
         """
         regex = re.compile(pattern)
-        return self._wait_for(
-            lambda line: regex.search(line) is not None, str(regex.pattern), timeout
-        )
+        seen = 0
+
+        def match() -> str | None:
+            nonlocal seen
+            for line in self._lines[seen:]:
+                if regex.search(line):
+                    return line
+            seen = len(self._lines)
+            return None
+
+        return self._wait_until(match, f"a line matching {regex.pattern!r}", timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> str:
-        """Block until the worker prints ``READY <worker_id>``; return the worker id.
+        """Block until the worker prints ``READY <worker_id>`` on stdout; return the worker id.
 
         Raises:
             RuntimeError: the child exited first (the message holds its output).
             TimeoutError: no READY line within ``timeout`` seconds (the message holds the
                 output so far).
         """
-        self._wait_for(lambda line: line.split()[:1] == ["READY"], "READY", timeout)
-        return self.worker_id
+        return self._wait_until(lambda: self._worker_id, "its READY line", timeout)
 
-    def _wait_for(self, match: Callable[[str], bool], what: str, timeout: float) -> str:
+    def _wait_until(self, check: Callable[[], str | None], what: str, timeout: float) -> str:
+        """Wait (woken by the reader threads) until ``check()``, called under the lock,
+        returns a string."""
         if self._proc is None:
             raise RuntimeError(f"worker {self.target} was not started")
         deadline = time.monotonic() + timeout
-        seen = 0
         with self._cond:
-            while True:
-                for line in self._lines[seen:]:
-                    if match(line):
-                        return line
-                seen = len(self._lines)
+            while (found := check()) is None:
                 remaining = deadline - time.monotonic()
-                if self._eof or remaining <= 0:
+                if self._open_streams == 0 or remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            closed = self._open_streams == 0
+        if found is not None:
+            return found
         output = self.output_text
-        if self._eof:
+        if closed:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(1.0)
             raise RuntimeError(
                 f"worker {self.target} exited (status {self._proc.poll()}) before printing "
-                f"{what!r}; its output:\n{output}"
+                f"{what}; its output:\n{output}"
             )
         raise TimeoutError(
-            f"worker {self.target} printed no {what!r} within {timeout}s; its output:\n{output}"
+            f"worker {self.target} printed no {what} within {timeout}s; its output:\n{output}"
         )
 
     def wait(self, timeout: float | None = None) -> int:
@@ -1027,14 +1048,13 @@ class WorkerProcess:
         if self._proc is None:
             raise RuntimeError(f"worker {self.target} was not started")
         code = self._proc.wait(timeout)
-        if self._reader is not None:
-            self._reader.join(5.0)
+        self._join_readers()
         return code
 
     # -- signals
 
     def send_signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the worker process (not its group); nothing if it has exited."""
+        """Send ``sig`` to the worker; nothing if it has exited."""
         if self.is_running():
             assert self._proc is not None
             self._proc.send_signal(sig)
@@ -1044,11 +1064,10 @@ class WorkerProcess:
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        """SIGKILL the worker's whole process group (a crash) and reap it."""
+        """SIGKILL the worker (a crash) and reap it."""
         if self._proc is not None:
-            _kill_group(self._proc)
-            if self._reader is not None:
-                self._reader.join(5.0)
+            _kill(self._proc)
+            self._join_readers()
 
     def stop(self, grace: float = 5.0) -> int:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; return the exit status."""
@@ -1060,10 +1079,9 @@ class WorkerProcess:
             return self.wait()
 
     def close(self) -> None:
-        """Kill the process group if anything runs; idempotent."""
+        """Kill the child if it runs; idempotent."""
         self._finalizer()
-        if self._reader is not None:
-            self._reader.join(5.0)
+        self._join_readers()
 
     def __enter__(self) -> Self:
         if self._proc is None:

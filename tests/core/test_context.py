@@ -1,4 +1,4 @@
-"""``ContextItem``, ``ContextQueue`` and ``ContextPool``: contents, limits, hooks, branching, dicts."""
+"""ContextItem, ContextQueue and ContextPool: contents, limits, hooks, branching, dicts."""
 
 import asyncio
 import dataclasses

@@ -259,7 +259,10 @@ async def test_raising_instance_hook_stops_later_hooks() -> None:
     async def global_later(*args: Any, **kwargs: Any) -> None:
         calls.append("global")
 
-    hooks = [HookRegistry.wrap(boom, TurnHook.BEFORE_RUN), HookRegistry.wrap(later, TurnHook.BEFORE_RUN)]
+    hooks = [
+        HookRegistry.wrap(boom, TurnHook.BEFORE_RUN),
+        HookRegistry.wrap(later, TurnHook.BEFORE_RUN),
+    ]
     with pytest.raises(RuntimeError, match="hook failed"):
         await HookRegistry.fire(TurnHook.BEFORE_RUN, hooks, "turn")
     assert calls == ["boom"]

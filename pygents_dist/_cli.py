@@ -1,0 +1,246 @@
+"""Command lines: ``pygents-worker`` (serve agents) and ``pygents`` (operate a deployment).
+
+Both go through ``Transport`` like everything else. Errors a user can fix (bad module path,
+unreachable Redis, bad JSON, unknown agent) print one line and exit non-zero:
+
+    0 ok · 1 failed operation · 2 bad usage or module · 3 Redis unreachable
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pygents.agent import Agent
+from pygents.registry import AgentRegistry
+from pygents_dist import _log
+from pygents_dist._client import Client, default_namespace, default_redis_url
+from pygents_dist._worker import Worker, WorkerSettings
+from pygents_dist.errors import ConnectionLostError, DistError, UnknownAgentError
+
+__all__ = ["main", "worker_main"]
+
+EXIT_FAILED, EXIT_USAGE, EXIT_REDIS = 1, 2, 3
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+# -- pygents-worker ----------------------------------------------------------------------
+
+
+def _worker_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pygents-worker",
+        description="Serve the agents defined in a Python module from Redis streams. "
+        "Run as many as you like, on any machines; they share the work.",
+    )
+    p.add_argument(
+        "target",
+        help="MODULE or MODULE:ATTR. The module defines tools, hooks and agents; ATTR names "
+        "one agent or a list of agents to serve (default: every agent the module defines)",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=default_redis_url(),
+        help="Redis URL, redis:// or rediss:// with user:password@ (default: $PYGENTS_REDIS_URL "
+        "or redis://localhost:6379/0)",
+    )
+    p.add_argument(
+        "--namespace",
+        default=default_namespace(),
+        help="key namespace shared with clients (default: $PYGENTS_NAMESPACE or none)",
+    )
+    p.add_argument("--agents", help="comma-separated agent names to serve (a subset)")
+    p.add_argument("--concurrency", type=int, default=64, help="agents served at once (default 64)")
+    p.add_argument("--batch", type=int, default=100, help="turns per read and commit (100)")
+    p.add_argument(
+        "--lease-ms",
+        type=int,
+        default=15_000,
+        help="liveness lease: a dead worker's agents move on after this long (15000)",
+    )
+    p.add_argument(
+        "--max-deliveries",
+        type=int,
+        default=5,
+        help="dead-letter a turn whose workers died this many times running it (5)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds in-flight turns get to finish on SIGTERM/SIGINT (30)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop (uvloop where installed, the default)",
+    )
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (INFO)")
+    p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    return p
+
+
+def _load_agents(target: str) -> list[Agent]:
+    module_name, _, attr = target.partition(":")
+    before = set(AgentRegistry._agents)
+    module = importlib.import_module(module_name)
+    if attr:
+        value = getattr(module, attr)
+        agents = list(value) if isinstance(value, (list, tuple)) else [value]
+        for agent in agents:
+            if not isinstance(agent, Agent):
+                raise TypeError(f"{target} is not an Agent or a list of Agents")
+        return agents
+    found = [a for name, a in AgentRegistry._agents.items() if name not in before]
+    return found or AgentRegistry.all()
+
+
+def _settings(ns: argparse.Namespace) -> WorkerSettings:
+    secrets = [s.encode() for s in os.environ.get("PYGENTS_SECRETS", "").split(",") if s]
+    return WorkerSettings(
+        redis_url=ns.redis_url,
+        namespace=ns.namespace,
+        agents=[a for a in ns.agents.split(",") if a] if ns.agents else None,
+        concurrency=ns.concurrency,
+        batch=ns.batch,
+        lease_ms=ns.lease_ms,
+        max_deliveries=ns.max_deliveries,
+        grace_seconds=ns.grace,
+        secrets=secrets,
+    )
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pygents-worker``; returns the exit code."""
+    ns = _worker_parser().parse_args(argv)
+    _log.configure(ns.log_level, ns.log_json)
+    sys.path.insert(0, os.getcwd())
+    try:
+        agents = _load_agents(ns.target)
+        settings = _settings(ns)
+        if settings.agents:
+            wanted = set(settings.agents)
+            missing = wanted - {a.name for a in agents}
+            if missing:
+                return _fail(f"--agents names unknown agent(s): {sorted(missing)}", EXIT_USAGE)
+            agents = [a for a in agents if a.name in wanted]
+        worker = Worker(settings, agents)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        return _fail(f"cannot load {ns.target!r}: {exc}", EXIT_USAGE)
+    runner = _event_loop_runner(ns.loop)
+    try:
+        runner(_serve(worker))
+    except ConnectionLostError as exc:
+        return _fail(f"Redis unreachable at {_safe_url(ns.redis_url)}: {exc}", EXIT_REDIS)
+    return 0
+
+
+def _event_loop_runner(choice: str) -> Any:
+    if choice == "uvloop":
+        try:
+            import uvloop
+
+            return uvloop.run
+        except ImportError:
+            pass
+    return asyncio.run
+
+
+async def _serve(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+
+    def ready(worker_id: str) -> None:
+        print(f"READY {worker_id}", flush=True)
+
+    await worker.run(on_ready=ready)
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+# -- pygents (ops) -----------------------------------------------------------------------
+
+
+def _ops_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pygents", description="Operate a pygents_dist deployment.")
+    p.add_argument("--redis-url", default=default_redis_url(), help="Redis URL")
+    p.add_argument("--namespace", default=default_namespace(), help="key namespace")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("status", help="agents, queue depths, leases, workers, dead letters")
+    st.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    send = sub.add_parser("send", help="send a turn to an agent")
+    send.add_argument("agent")
+    send.add_argument("tool")
+    send.add_argument("--kwargs", default="{}", help='JSON object of arguments, e.g. {"n": 3}')
+    send.add_argument("--timeout", type=float, default=60.0, help="turn timeout in seconds")
+    send.add_argument("--wait", action="store_true", help="wait and print the result/values")
+    send.add_argument("--stream", action="store_true", help="print values of a generator tool")
+    for name, text in (("pause", "hold an agent on every worker"), ("resume", "release it")):
+        sub.add_parser(name, help=text).add_argument("agent")
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True)
+    dlq_sub.add_parser("list", help="list dead letters").add_argument(
+        "--count", type=int, default=50
+    )
+    dlq_sub.add_parser("show", help="one dead letter in full").add_argument("entry_id")
+    replay = dlq_sub.add_parser("replay", help="send dead letters to their agents again")
+    replay.add_argument("entry_ids", nargs="*", help="entry ids (default: all)")
+    purge = dlq_sub.add_parser("purge", help="delete dead letters")
+    purge.add_argument("entry_ids", nargs="*", help="entry ids (default: all)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pygents``; returns the exit code."""
+    ns = _ops_parser().parse_args(argv)
+    try:
+        return asyncio.run(_ops(ns))
+    except ConnectionLostError:
+        return _fail(f"Redis unreachable at {_safe_url(ns.redis_url)}", EXIT_REDIS)
+    except UnknownAgentError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except DistError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _ops(ns: argparse.Namespace) -> int:
+    from pygents_dist import _ops
+
+    async with Client(ns.redis_url, namespace=ns.namespace) as client:
+        await client.transport.ping()
+        if ns.command == "status":
+            return await _ops.status(client, ns.json, ns.watch)
+        if ns.command == "send":
+            try:
+                kwargs = json.loads(ns.kwargs)
+            except json.JSONDecodeError as exc:
+                return _fail(f"--kwargs is not valid JSON: {exc}", EXIT_USAGE)
+            if not isinstance(kwargs, dict):
+                return _fail("--kwargs must be a JSON object", EXIT_USAGE)
+            return await _ops.send(client, ns, kwargs)
+        if ns.command in ("pause", "resume"):
+            await getattr(client, ns.command)(ns.agent)
+            _ops.emit(ns.json, {"agent": ns.agent, "paused": ns.command == "pause"})
+            return 0
+        return await _ops.dead_letters(client, ns)

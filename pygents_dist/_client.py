@@ -1,0 +1,289 @@
+"""The client: send turns to agents served anywhere, and get their results back.
+
+A client needs no tool code: it addresses agents and tools by name. It can wait for a
+result (``call``), stream a generator tool's values (``stream``), resume reading a turn's
+values from where it stopped (``results``), cancel a turn, and pause or resume an agent for
+every worker at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from pygents.registry import HookRegistry
+from pygents.turn import Turn
+from pygents_dist import _wire
+from pygents_dist._transport import Transport
+from pygents_dist.errors import (
+    DeadLetteredError,
+    DistError,
+    RemoteError,
+    RemoteTurnTimeoutError,
+    TurnCancelledError,
+    UnknownAgentError,
+)
+
+__all__ = ["Client", "default_namespace", "default_redis_url"]
+
+
+def default_redis_url() -> str:
+    """``PYGENTS_REDIS_URL``, else ``redis://localhost:6379/0``."""
+    return os.environ.get("PYGENTS_REDIS_URL") or "redis://localhost:6379/0"
+
+
+def default_namespace() -> str:
+    """``PYGENTS_NAMESPACE`` (or ``PYGENTS_KEY_PREFIX``), else no namespace."""
+    return os.environ.get("PYGENTS_NAMESPACE") or os.environ.get("PYGENTS_KEY_PREFIX") or ""
+
+
+class Client:
+    """Talks to the agents of one deployment (one Redis and namespace).
+
+    Example::
+
+        async with Client("redis://localhost:6379/0") as client:
+            text = await client.call("fetcher", "fetch", kwargs={"url": "https://example.com"})
+            async for n in client.stream("counter", "count", kwargs={"n": 3}):
+                print(n)
+
+    Args:
+        url: Redis URL (``rediss://`` for TLS; user and password in the URL).
+        namespace: key namespace shared with the workers.
+        secret: HMAC key to sign turns with, if workers require signatures.
+        limits: size and nesting limits checked before sending.
+        redis_options: passed to redis-py (``ssl_ca_certs`` ...).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str | None = None,
+        secret: bytes | str | None = None,
+        limits: _wire.Limits | None = None,
+        **redis_options: Any,
+    ) -> None:
+        self.transport = Transport.from_url(
+            url or default_redis_url(),
+            namespace=default_namespace() if namespace is None else namespace,
+            **redis_options,
+        )
+        self.secret = secret.encode() if isinstance(secret, str) else secret
+        self.limits = limits or _wire.Limits()
+        self._known: set[str] = set()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self.transport.aclose()
+
+    async def _check_agent(self, agent: str) -> None:
+        if agent in self._known:
+            return
+        if not await self.transport.is_declared(agent):
+            raise UnknownAgentError(
+                f"no worker has declared an agent named {agent!r} (is a worker serving it, "
+                "with the same namespace?)"
+            )
+        self._known.add(agent)
+
+    def _envelope(
+        self,
+        agent: str,
+        tool: str | Turn[Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        timeout: float,
+        reply: bool,
+        turn_id: str | None,
+    ) -> tuple[str, bytes, bytes]:
+        hooks: dict[str, list[str]] = {}
+        tags: list[str] = []
+        if isinstance(tool, Turn):
+            args, kwargs, timeout = tool.args, tool.kwargs, tool.timeout
+            hooks = HookRegistry.names_by_type(tool.hooks)
+            tags = sorted(tool.tags)
+            name = tool.tool.__name__
+        else:
+            name = tool
+        turn_id = turn_id or _wire.new_turn_id()
+        data = _wire.encode_turn(
+            turn_id=turn_id,
+            agent=agent,
+            tool=name,
+            args=args,
+            kwargs=kwargs or {},
+            timeout=timeout,
+            tags=tags,
+            hooks=hooks,
+            reply=reply,
+            limits=self.limits,
+        )
+        signature = _wire.sign(data, self.secret) if self.secret else b""
+        return turn_id, data, signature
+
+    async def send(
+        self,
+        agent: str,
+        tool: str | Turn[Any],
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timeout: float = 60.0,
+        reply: bool = False,
+        turn_id: str | None = None,
+    ) -> str:
+        """Queue a turn on ``agent`` and return its id, without waiting for it to run.
+
+        ``tool`` is a tool name, or a core ``Turn`` (its arguments, timeout, tags and hooks
+        are sent). When this returns, the turn is stored in Redis.
+
+        Raises:
+            UnknownAgentError: no worker has declared ``agent``.
+            PayloadError: an argument cannot be sent (names the argument).
+            ConnectionLostError: Redis is unreachable (nothing was sent).
+        """
+        await self._check_agent(agent)
+        turn_id, data, signature = self._envelope(
+            agent, tool, args, kwargs, timeout, reply, turn_id
+        )
+        await self.transport.send_turns([(agent, turn_id, data, signature)])
+        return turn_id
+
+    async def send_many(
+        self, agent: str, tool: str, calls: Sequence[Mapping[str, Any]], *, timeout: float = 60.0
+    ) -> list[str]:
+        """Queue one turn per kwargs mapping in ``calls``, in one round trip; their ids."""
+        await self._check_agent(agent)
+        batch = []
+        for kwargs in calls:
+            turn_id, data, signature = self._envelope(agent, tool, (), kwargs, timeout, False, None)
+            batch.append((agent, turn_id, data, signature))
+        for start in range(0, len(batch), 1000):
+            await self.transport.send_turns(batch[start : start + 1000])
+        return [b[1] for b in batch]
+
+    async def call(
+        self,
+        agent: str,
+        tool: str | Turn[Any],
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timeout: float = 60.0,
+    ) -> Any:
+        """Run a coroutine tool on ``agent`` and return its result.
+
+        A tool that returns a ``Turn`` or ``ContextItem`` has it routed in the worker, and
+        ``call`` returns None. Waits as long as the turn is queued plus its ``timeout``.
+
+        Raises:
+            RemoteError: the tool raised (type name, message and remote traceback attached).
+            RemoteTurnTimeoutError: the turn timed out (a ``TurnTimeoutError``).
+            DeadLetteredError: the turn was refused (bad arguments, unknown tool...).
+            TurnCancelledError: the turn was cancelled.
+        """
+        turn_id = await self.send(
+            agent, tool, args=args, kwargs=kwargs, timeout=timeout, reply=True
+        )
+        result: Any = None
+        async for kind, _seq, value in self._replies(agent, turn_id, -1):
+            if kind == b"e":
+                result = value
+        return result
+
+    async def stream(
+        self,
+        agent: str,
+        tool: str | Turn[Any],
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timeout: float = 60.0,
+    ) -> AsyncIterator[Any]:
+        """Run an async-generator tool on ``agent``, yielding its values as produced.
+
+        Raises the same errors as ``call``, at the point of failure.
+        """
+        turn_id = await self.send(
+            agent, tool, args=args, kwargs=kwargs, timeout=timeout, reply=True
+        )
+        async for value in self.results(agent, turn_id):
+            yield value
+
+    async def results(self, agent: str, turn_id: str, after: int = -1) -> AsyncIterator[Any]:
+        """The values of a turn sent with ``reply=True``, from value number ``after + 1``.
+
+        Another process, or a caller that lost its connection, can resume here: values are
+        kept for the reply TTL (an hour by default).
+        """
+        async for kind, _seq, value in self._replies(agent, turn_id, after):
+            if kind == b"v":
+                yield value
+
+    async def _replies(
+        self, agent: str, turn_id: str, after: int
+    ) -> AsyncIterator[tuple[bytes, int, Any]]:
+        key = self.transport.keys.reply(agent, turn_id)
+        last = b"0-0"
+        seen = after
+        while True:
+            for entry_id, fields in await self.transport.read_reply(key, last, 2_000):
+                last = entry_id
+                kind = fields.get(b"k", b"")
+                seq = int(fields.get(b"q", 0))
+                if kind == b"x":
+                    raise _remote_error(_wire.unpack(fields[b"d"]), turn_id)
+                if kind == b"v":
+                    if seq <= seen:
+                        continue  # a value repeated by a retried turn
+                    seen = seq
+                yield kind, seq, _wire.unpack(fields[b"d"])
+                if kind == b"e":
+                    return
+
+    async def cancel(self, agent: str, turn_id: str) -> None:
+        """Cancel a turn: it will not start, or is cancelled where it runs (best effort)."""
+        await self.transport.request_cancel(agent, turn_id)
+
+    async def pause(self, agent: str) -> None:
+        """Hold ``agent`` for every worker: no new turn of it starts until ``resume``."""
+        await self._check_agent(agent)
+        await self.transport.set_paused(agent, True)
+
+    async def resume(self, agent: str) -> None:
+        """Let a paused agent run again."""
+        await self._check_agent(agent)
+        await self.transport.set_paused(agent, False)
+
+    async def agents(self) -> list[str]:
+        """Names of every declared agent."""
+        return sorted(await self.transport.directory())
+
+
+def _remote_error(payload: Any, turn_id: str) -> DistError:
+    if not isinstance(payload, dict):
+        return RemoteError("UnknownError", repr(payload), "", turn_id)
+    type_name = str(payload.get("type", "Error"))
+    message = str(payload.get("message", ""))
+    trace = str(payload.get("traceback", ""))
+    if payload.get("reason"):
+        return DeadLetteredError(str(payload["reason"]), message, turn_id)
+    if type_name == "TurnTimeoutError":
+        return RemoteTurnTimeoutError(type_name, message, trace, turn_id)
+    if type_name == "TurnCancelledError":
+        return TurnCancelledError(f"turn {turn_id} was {message}")
+    return RemoteError(type_name, message, trace, turn_id)

@@ -1,0 +1,106 @@
+"""Every Redis key name pygents_dist uses, in one place.
+
+Keys start with a versioned prefix (``pyg1``, optionally behind a user namespace) so two
+deployments, or two test runs, can share one Redis. Every key of one agent carries the hash
+tag ``{agent}``, so an agent's stream, state, lease, outbox and replies live on one Redis
+Cluster slot and one script can touch them all atomically.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["GROUP", "Keys", "check_agent_name"]
+
+#: The consumer group every worker reads agent streams through.
+GROUP = "workers"
+_VERSION = "pyg1"
+_NAME = re.compile(r"^[^{}\s]{1,200}$")
+
+
+def check_agent_name(name: str) -> str:
+    """``name`` if it can be part of a key (no braces or whitespace, 1-200 chars)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"agent name {name!r} cannot be served: use 1-200 characters without braces "
+            "or whitespace"
+        )
+    return name
+
+
+class Keys:
+    """Key names under one namespace.
+
+    Example::
+
+        keys = Keys("staging")
+        keys.turns("alice")  # 'staging:pyg1:{alice}:turns'
+    """
+
+    __slots__ = ("base",)
+
+    def __init__(self, namespace: str = "") -> None:
+        self.base = f"{namespace}:{_VERSION}" if namespace else _VERSION
+
+    # -- one agent (hash tag {agent}) ----------------------------------------------------
+    def turns(self, agent: str) -> str:
+        """Stream of the agent's pending turns (consumer group ``GROUP``)."""
+        return f"{self.base}:{{{agent}}}:turns"
+
+    def state(self, agent: str) -> str:
+        """Hash: ``queue``/``pool`` (msgpack contexts), ``paused``, ``fence`` counter."""
+        return f"{self.base}:{{{agent}}}:state"
+
+    def owner(self, agent: str) -> str:
+        """String ``<worker>:<fence>`` with a TTL: the worker that owns the agent now."""
+        return f"{self.base}:{{{agent}}}:owner"
+
+    def outbox(self, agent: str) -> str:
+        """Stream of committed sends to other agents, waiting to be relayed."""
+        return f"{self.base}:{{{agent}}}:outbox"
+
+    def done(self, agent: str) -> str:
+        """Sorted set of recently committed turn ids (score: commit time, ms)."""
+        return f"{self.base}:{{{agent}}}:done"
+
+    def cancel(self, agent: str) -> str:
+        """Hash of turn ids whose cancellation was requested."""
+        return f"{self.base}:{{{agent}}}:cancel"
+
+    def reply(self, agent: str, turn_id: str) -> str:
+        """Stream of one turn's values, end marker or error (expiring)."""
+        return f"{self.base}:{{{agent}}}:reply:{turn_id}"
+
+    # -- shared --------------------------------------------------------------------------
+    @property
+    def directory(self) -> str:
+        """Hash of served agents: name -> msgpack description."""
+        return f"{self.base}:agents"
+
+    @property
+    def ready(self) -> str:
+        """Stream of "agent X has work" signals every worker blocks on (capped)."""
+        return f"{self.base}:ready"
+
+    @property
+    def owned(self) -> str:
+        """Sorted set: agent -> lease expiry (ms); a stale score means a dead owner."""
+        return f"{self.base}:owned"
+
+    @property
+    def dead(self) -> str:
+        """Stream of dead-lettered messages with their reasons."""
+        return f"{self.base}:dead"
+
+    def worker(self, worker_id: str) -> str:
+        """Heartbeat of one worker (msgpack info, TTL)."""
+        return f"{self.base}:worker:{worker_id}"
+
+    @property
+    def worker_pattern(self) -> str:
+        """SCAN pattern matching every worker heartbeat."""
+        return f"{self.base}:worker:*"
+
+    def lock(self, name: str) -> str:
+        """A tool or hook lock (``tool:<name>`` / ``hook:<name>``)."""
+        return f"{self.base}:lock:{name}"

@@ -1,0 +1,440 @@
+"""The one layer that talks to Redis: connections, scripts, stream operations, errors.
+
+Worker, client, locks, dead letters and the CLI all go through ``Transport``; nothing else
+imports ``redis``. Connection failures surface as ``ConnectionLostError`` (chained to the
+redis-py error); commands are retried with exponential backoff first. Scripts are sent by
+SHA and reloaded automatically after a Redis restart.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pygents_dist._keys import GROUP, Keys
+from pygents_dist._wire import pack_for_lua
+from pygents_dist.errors import ConnectionLostError
+
+__all__ = ["Entry", "Transport"]
+
+T = TypeVar("T")
+#: A stream entry: (entry id, {field: value}) with bytes throughout.
+type Entry = tuple[bytes, dict[bytes, bytes]]
+_SCRIPTS = ("acquire", "renew", "release", "fetch", "commit", "claim")
+_READY_CAP = 100_000
+_DEAD_CAP = 100_000
+CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def _entries(raw: Any) -> list[Entry]:
+    out: list[Entry] = []
+    for item in raw or ():
+        entry_id, fields = item[0], item[1]
+        if isinstance(fields, list):
+            fields = dict(zip(fields[::2], fields[1::2], strict=False))
+        out.append((entry_id, fields or {}))
+    return out
+
+
+class Transport:
+    """Redis access for one process: a connection pool, the scripts, typed operations.
+
+    Example::
+
+        transport = Transport.from_url("redis://localhost:6379/0", namespace="demo")
+        await transport.ping()
+        await transport.aclose()
+
+    ``from_url`` accepts ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs with user and
+    password; ``ssl_ca_certs`` and friends pass through to redis-py.
+    """
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        # redis-py's annotations cannot express decode_responses=False (bytes everywhere),
+        # so the client is untyped here and results are narrowed where they are read.
+        self.redis: Any = client
+        self.keys = keys
+        source = importlib.resources.files("pygents_dist") / "lua"
+        self._scripts = {
+            name: client.register_script((source / f"{name}.lua").read_text()) for name in _SCRIPTS
+        }
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, namespace: str = "", retries: int = 5, **options: Any
+    ) -> Transport:
+        """A transport for ``url`` (commands retried ``retries`` times with backoff)."""
+        retry = Retry(ExponentialBackoff(cap=1.0, base=0.02), retries)
+        client = aioredis.Redis.from_url(
+            url,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=15,
+            socket_keepalive=True,
+            max_connections=options.pop("max_connections", 256),
+            **options,
+        )
+        return cls(client, Keys(namespace))
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        await self.redis.aclose()
+
+    async def _call(self, operation: Awaitable[T], what: str) -> T:
+        try:
+            return await operation
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionLostError(f"Redis unreachable during {what}: {exc}") from exc
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
+        try:
+            return await self._call(script(keys=list(keys), args=list(args)), name)
+        except NoScriptError:  # Redis restarted between the load and the call
+            script.sha = ""
+            return await self._call(script(keys=list(keys), args=list(args)), name)
+
+    async def ping(self) -> None:
+        """Check that Redis answers."""
+        await self._call(self.redis.ping(), "ping")
+
+    # -- directory and groups ------------------------------------------------------------
+
+    async def declare(self, agents: dict[str, bytes]) -> None:
+        """Record served agents in the directory and make sure each stream has its group.
+
+        Groups are created at id 0 with MKSTREAM, so turns sent before any worker existed
+        are delivered.
+        """
+        names = list(agents)
+        for start in range(0, len(names), 1000):
+            chunk = names[start : start + 1000]
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(self.keys.directory, mapping={n: agents[n] for n in chunk})
+            for name in chunk:
+                pipe.xgroup_create(self.keys.turns(name), GROUP, id="0", mkstream=True)
+            results = await self._call(pipe.execute(raise_on_error=False), "declare")
+            for result in results:
+                if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
+                    raise result
+
+    async def ensure_group(self, agent: str) -> None:
+        """Recreate the agent's stream group (after Redis lost its data)."""
+        try:
+            await self._call(
+                self.redis.xgroup_create(self.keys.turns(agent), GROUP, id="0", mkstream=True),
+                "group create",
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def directory(self) -> dict[str, bytes]:
+        """Every declared agent -> its msgpack description."""
+        raw = await self._call(self.redis.hgetall(self.keys.directory), "directory")
+        return {k.decode(): v for k, v in raw.items()}
+
+    async def is_declared(self, agent: str) -> bool:
+        """Whether some worker has declared ``agent``."""
+        return bool(await self._call(self.redis.hexists(self.keys.directory, agent), "lookup"))
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send_turns(self, turns: Sequence[tuple[str, str, bytes, bytes]]) -> None:
+        """Append turns ``(agent, turn_id, envelope, signature)`` and signal their agents.
+
+        One round trip for the whole batch. When this returns the turns are in Redis.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for agent, turn_id, data, signature in turns:
+            pipe.xadd(self.keys.turns(agent), _turn_fields(turn_id, data, signature))
+        for agent in dict.fromkeys(t[0] for t in turns):
+            pipe.xadd(self.keys.ready, {b"a": agent}, maxlen=_READY_CAP, approximate=True)
+        await self._call(pipe.execute(), "send")
+
+    async def signal(self, agents: Iterable[str]) -> None:
+        """Announce that ``agents`` have work."""
+        pipe = self.redis.pipeline(transaction=False)
+        for agent in agents:
+            pipe.xadd(self.keys.ready, {b"a": agent}, maxlen=_READY_CAP, approximate=True)
+        await self._call(pipe.execute(), "signal")
+
+    async def last_signal_id(self) -> bytes:
+        """The id of the newest signal (read from there to see only new ones)."""
+        info = await self._call(self.redis.xrevrange(self.keys.ready, count=1), "signals")
+        return info[0][0] if info else b"0-0"
+
+    async def read_signals(self, after: bytes, block_ms: int) -> list[Entry]:
+        """Signals newer than ``after``, waiting up to ``block_ms`` for the first."""
+        raw = await self._call(
+            self.redis.xread({self.keys.ready: after}, count=1000, block=block_ms), "signals"
+        )
+        return _entries(raw[0][1]) if raw else []
+
+    async def backlog(self, agents: Sequence[str]) -> list[int]:
+        """Entries (unprocessed or in flight) in each agent's stream."""
+        out: list[int] = []
+        for start in range(0, len(agents), 2000):
+            pipe = self.redis.pipeline(transaction=False)
+            for agent in agents[start : start + 2000]:
+                pipe.xlen(self.keys.turns(agent))
+            out.extend(await self._call(pipe.execute(), "backlog"))
+        return out
+
+    # -- ownership -----------------------------------------------------------------------
+
+    async def acquire(
+        self, agent: str, worker_id: str, lease_ms: int
+    ) -> tuple[str, bytes | None, bytes | None, bool] | None:
+        """Own ``agent``: ``(owner value, queue blob, pool blob, paused)``, or None if owned."""
+        k = self.keys
+        got = await self._script("acquire", [k.owner(agent), k.state(agent)], [worker_id, lease_ms])
+        if not got:
+            return None
+        await self._call(self.redis.zadd(k.owned, {agent: time.time() * 1000 + lease_ms}), "owned")
+        value, queue, pool, paused = got
+        return value.decode(), queue or None, pool or None, bool(paused)
+
+    async def renew(self, leases: dict[str, str], lease_ms: int) -> dict[str, bool]:
+        """Extend owned agents' leases; ``{agent: still ours}``."""
+        if not leases:
+            return {}
+        script = self._scripts["renew"]
+        expiry = time.time() * 1000 + lease_ms
+        pipe = self.redis.pipeline(transaction=False)
+        for agent, value in leases.items():
+            await script(keys=[self.keys.owner(agent)], args=[value, lease_ms], client=pipe)
+        pipe.zadd(self.keys.owned, dict.fromkeys(leases, expiry))
+        results = await self._call(pipe.execute(), "renew")
+        return {agent: bool(r) for agent, r in zip(leases, results, strict=False)}
+
+    async def release(self, agent: str, value: str) -> None:
+        """Give up ``agent`` if still ours."""
+        await self._script("release", [self.keys.owner(agent)], [value])
+        await self._call(self.redis.zrem(self.keys.owned, agent), "owned")
+
+    async def expired_owners(self) -> list[str]:
+        """Agents whose owner stopped renewing (dead or stalled); removed from the set."""
+        now = time.time() * 1000
+        raw = await self._call(
+            self.redis.zrangebyscore(self.keys.owned, "-inf", now, start=0, num=1000), "owned"
+        )
+        if raw:
+            await self._call(self.redis.zrem(self.keys.owned, *raw), "owned")
+        return [a.decode() for a in raw]
+
+    # -- reading and committing ----------------------------------------------------------
+
+    async def claim(self, agent: str, consumer: str, count: int = 1000) -> dict[bytes, int] | None:
+        """Take every pending entry of ``agent``; ``{entry id: deliveries}`` (None: no group)."""
+        got = await self._script("claim", [self.keys.turns(agent)], [GROUP, consumer, count])
+        if got == -3:
+            return None
+        entries, counts = got
+        return {e[0]: int(c) for e, c in zip(entries, counts, strict=False)}
+
+    async def fetch(
+        self, agent: str, owner: str, consumer: str, count: int, pending: bool
+    ) -> tuple[int, list[Entry], list[bytes]]:
+        """``(status, entries, flags)`` of the next batch; see ``lua/fetch.lua``."""
+        k = self.keys
+        got = await self._script(
+            "fetch",
+            [k.turns(agent), k.owner(agent), k.state(agent), k.done(agent), k.cancel(agent)],
+            [owner, GROUP, consumer, count, "0" if pending else ">"],
+        )
+        if got[0] != 0:
+            return int(got[0]), [], []
+        return 0, _entries(got[1]), list(got[2])
+
+    async def commit(self, agent: str, owner: str, ops: dict[str, Any], replies: list[str]) -> bool:
+        """Apply a batch's effects atomically (``lua/commit.lua``); False if fenced out."""
+        k = self.keys
+        keys = [
+            k.turns(agent),
+            k.owner(agent),
+            k.state(agent),
+            k.outbox(agent),
+            k.done(agent),
+            k.cancel(agent),
+            *replies,
+        ]
+        ops["g"] = GROUP
+        return bool(await self._script("commit", keys, [owner, pack_for_lua(ops)]))
+
+    async def publish(self, key: str, kind: bytes, seq: int, data: bytes, ttl_ms: int) -> None:
+        """Append one reply entry right away (streamed values)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(key, {b"k": kind, b"q": seq, b"d": data}, maxlen=10_000, approximate=True)
+        pipe.pexpire(key, ttl_ms)
+        await self._call(pipe.execute(), "publish")
+
+    async def relay(self, agent: str) -> list[str]:
+        """Deliver the agent's committed sends to their targets; returns the targets.
+
+        At-least-once: a crash between delivery and deletion delivers again, and the
+        receiving worker drops the duplicate by turn id.
+        """
+        outbox = self.keys.outbox(agent)
+        raw = await self._call(self.redis.xrange(outbox, count=500), "relay")
+        if not raw:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        targets: list[str] = []
+        for _entry_id, f in raw:
+            target = f[b"a"].decode()
+            pipe.xadd(self.keys.turns(target), _turn_fields(f[b"id"], f[b"m"], f.get(b"s", b"")))
+            targets.append(target)
+        await self._call(pipe.execute(), "relay")
+        await self.signal(dict.fromkeys(targets))
+        await self._call(self.redis.xdel(outbox, *[e[0] for e in raw]), "relay")
+        return targets
+
+    async def dead_letter(self, fields: dict[bytes, bytes | str | int | float]) -> None:
+        """Append one entry to the dead-letter stream."""
+        await self._call(
+            self.redis.xadd(self.keys.dead, fields, maxlen=_DEAD_CAP, approximate=True), "dlq"
+        )
+
+    async def drop(self, agent: str, entry_ids: Sequence[bytes]) -> None:
+        """Acknowledge and delete entries that will not run (dead-lettered, foreign)."""
+        if entry_ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xack(self.keys.turns(agent), GROUP, *entry_ids)
+            pipe.xdel(self.keys.turns(agent), *entry_ids)
+            await self._call(pipe.execute(), "drop")
+
+    # -- replies -------------------------------------------------------------------------
+
+    async def read_reply(self, key: str, after: bytes, block_ms: int) -> list[Entry]:
+        """Reply entries newer than ``after``, waiting up to ``block_ms``."""
+        raw = await self._call(self.redis.xread({key: after}, count=500, block=block_ms), "reply")
+        return _entries(raw[0][1]) if raw else []
+
+    # -- control -------------------------------------------------------------------------
+
+    async def set_paused(self, agent: str, paused: bool) -> None:
+        """Pause or resume an agent for every worker."""
+        if paused:
+            await self._call(self.redis.hset(self.keys.state(agent), "paused", 1), "pause")
+        else:
+            await self._call(self.redis.hdel(self.keys.state(agent), "paused"), "resume")
+            await self.signal([agent])
+
+    async def request_cancel(self, agent: str, turn_id: str) -> None:
+        """Ask workers to cancel one turn (before it starts, or while it runs)."""
+        await self._call(self.redis.hset(self.keys.cancel(agent), turn_id, 1), "cancel")
+
+    async def cancelled(self, agent: str, turn_ids: Sequence[str]) -> list[bool]:
+        """Which of ``turn_ids`` have a cancellation request."""
+        if not turn_ids:
+            return []
+        raw = await self._call(self.redis.hmget(self.keys.cancel(agent), list(turn_ids)), "cancel")
+        return [v is not None for v in raw]
+
+    # -- workers -------------------------------------------------------------------------
+
+    async def heartbeat(self, worker_id: str, info: bytes, ttl_ms: int, create: bool) -> bool:
+        """Refresh a worker's liveness key; False if it vanished (Redis lost its data)."""
+        key = self.keys.worker(worker_id)
+        if create:
+            await self._call(self.redis.set(key, info, px=ttl_ms), "heartbeat")
+            return True
+        return bool(await self._call(self.redis.set(key, info, px=ttl_ms, xx=True), "heartbeat"))
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """Remove a stopping worker's liveness key."""
+        await self._call(self.redis.delete(self.keys.worker(worker_id)), "heartbeat")
+
+    async def workers(self) -> dict[str, bytes]:
+        """Live workers -> their msgpack info."""
+        keys = [k async for k in self.redis.scan_iter(match=self.keys.worker_pattern, count=500)]
+        if not keys:
+            return {}
+        values = await self._call(self.redis.mget(keys), "workers")
+        return {k.decode().rsplit(":", 1)[1]: v for k, v in zip(keys, values, strict=False) if v}
+
+    # -- locks ---------------------------------------------------------------------------
+
+    async def try_lock(self, name: str, token: str, lease_ms: int) -> bool:
+        """Take the lock ``name`` if free."""
+        return bool(
+            await self._call(
+                self.redis.set(self.keys.lock(name), token, nx=True, px=lease_ms), "lock"
+            )
+        )
+
+    async def renew_lock(self, name: str, token: str, lease_ms: int) -> bool:
+        """Extend our hold on ``name``; False if it is no longer ours."""
+        return bool(await self._script("renew", [self.keys.lock(name)], [token, lease_ms]))
+
+    async def unlock(self, name: str, token: str) -> bool:
+        """Release ``name`` only if we hold it (never frees another holder's lock)."""
+        return bool(await self._script("release", [self.keys.lock(name)], [token]))
+
+    # -- inspection (CLI) ----------------------------------------------------------------
+
+    async def agent_status(self, agents: Sequence[str]) -> list[dict[str, Any]]:
+        """Per agent: queue depth, pending count, oldest pending entry, owner, paused."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        for agent in agents:
+            pipe.xlen(k.turns(agent))
+            pipe.xpending(k.turns(agent), GROUP)
+            pipe.get(k.owner(agent))
+            pipe.hget(k.state(agent), "paused")
+        raw = await self._call(pipe.execute(raise_on_error=False), "status")
+        out = []
+        for i, agent in enumerate(agents):
+            length, pending, owner, paused = raw[4 * i : 4 * i + 4]
+            pend = pending if isinstance(pending, dict) else {}
+            out.append(
+                {
+                    "agent": agent,
+                    "depth": length if isinstance(length, int) else 0,
+                    "in_flight": pend.get("pending", 0),
+                    "oldest_pending": _decode(pend.get("min")),
+                    "owner": _decode(owner),
+                    "paused": bool(paused),
+                }
+            )
+        return out
+
+    async def dead_letters(self, count: int, after: str = "-") -> list[Entry]:
+        """Dead-lettered entries, oldest first."""
+        raw = await self._call(self.redis.xrange(self.keys.dead, min=after, count=count), "dlq")
+        return _entries(raw)
+
+    async def dead_count(self) -> int:
+        """How many dead letters are kept."""
+        return int(await self._call(self.redis.xlen(self.keys.dead), "dlq"))
+
+    async def delete_dead(self, entry_ids: Sequence[bytes | str]) -> int:
+        """Remove dead letters by entry id."""
+        if not entry_ids:
+            return 0
+        return int(await self._call(self.redis.xdel(self.keys.dead, *entry_ids), "dlq"))
+
+    async def run(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
+        """Run an ad-hoc operation on the client with this layer's error mapping."""
+        return await self._call(fn(self.redis), what)
+
+
+def _turn_fields(turn_id: str | bytes, data: bytes, signature: bytes) -> dict[bytes, Any]:
+    fields: dict[bytes, Any] = {b"id": turn_id, b"m": data}
+    if signature:
+        fields[b"s"] = signature
+    return fields
+
+
+def _decode(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value

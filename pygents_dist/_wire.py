@@ -1,0 +1,298 @@
+"""The versioned msgpack wire format: turns, reply entries and their limits.
+
+A turn is one stream entry with fields ``id`` (the turn id, so scripts can read it without
+decoding), ``m`` (the msgpack envelope below) and, when signing is on, ``s`` (hex
+HMAC-SHA256 of ``m``). Envelope, version 1 (a msgpack map with string keys)::
+
+    v        1                      wire version; other versions are dead-lettered
+    id       str                    turn id (unique; used for dedup and replies)
+    agent    str                    target agent
+    tool     str                    registered tool name ("parent.child" for subtools)
+    args     array                  positional arguments
+    kwargs   map[str, any]          keyword arguments
+    timeout  float                  seconds
+    tags     array[str]
+    hooks    map[str, array[str]]   turn hooks by type value -> hook names (optional)
+    reply    bool                   publish values / result / error to the reply stream
+    ts       float                  send time, Unix seconds
+    trace    str | nil              W3C traceparent of the sender (optional)
+
+Argument and value types: nil, bool, int, float, str, bytes, array, map with str keys. Nothing
+is ever decoded into code (no pickle, no extension types).
+
+Reply stream entries have fields ``k`` (``v`` value, ``e`` end, ``x`` error), ``q`` (sequence
+number of a value, from 0) and ``d`` (msgpack: the value; for ``e`` the result of a coroutine
+tool or nil; for ``x`` a map ``{type, message, traceback, reason?}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from pygents_dist.errors import DeadLetterReason, PayloadError
+
+__all__ = [
+    "WIRE_VERSION",
+    "Limits",
+    "TurnMessage",
+    "WireError",
+    "decode_turn",
+    "encode_turn",
+    "encode_value",
+    "new_turn_id",
+    "pack",
+    "sign",
+    "unpack",
+]
+
+WIRE_VERSION = 1
+_packer = msgpack.Packer(use_bin_type=True)
+_lua_packer = msgpack.Packer(use_bin_type=False)
+_PLAIN = (str, int, float, bool, bytes, type(None))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Refuse payloads bigger than ``max_bytes`` or nested deeper than ``max_depth``."""
+
+    max_bytes: int = 1 << 20
+    max_depth: int = 32
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class WireError(Exception):
+    """A message that cannot be accepted, with the dead-letter reason."""
+
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass(slots=True)
+class TurnMessage:
+    """A decoded turn envelope."""
+
+    id: str
+    agent: str
+    tool: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    timeout: float
+    tags: list[str]
+    hooks: dict[str, list[str]]
+    reply: bool
+    ts: float
+    trace: str | None = None
+
+
+def new_turn_id() -> str:
+    """A fresh, unique turn id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def pack(value: Any) -> bytes:
+    """msgpack bytes of plain data (no checks; see ``check_plain``)."""
+    data: bytes = _packer.pack(value)
+    return data
+
+
+def pack_for_lua(value: Any) -> bytes:
+    """msgpack bytes a Redis script can read: Redis's cmsgpack knows no bin type, so bytes
+    travel as (binary-safe) raw strings."""
+    data: bytes = _lua_packer.pack(value)
+    return data
+
+
+def unpack(data: bytes) -> Any:
+    """Plain data from msgpack bytes (strings as ``str``, binary as ``bytes``)."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=True)
+
+
+def check_plain(value: Any, where: str, limits: Limits = DEFAULT_LIMITS, depth: int = 0) -> None:
+    """Raise ``PayloadError`` naming the place where ``value`` is not wire data."""
+    if isinstance(value, _PLAIN):
+        return
+    if depth >= limits.max_depth:
+        raise PayloadError(f"{where} is nested deeper than {limits.max_depth} levels")
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]", limits, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise PayloadError(f"{where} has a non-string key {key!r}")
+            check_plain(item, f"{where}[{key!r}]", limits, depth + 1)
+        return
+    what = "a function" if callable(value) else f"a {type(value).__name__}"
+    raise PayloadError(
+        f"{where} is {what}, which cannot be sent to a worker; send plain data "
+        "(None, bool, int, float, str, bytes, list, dict with str keys)"
+    )
+
+
+def encode_turn(
+    *,
+    turn_id: str,
+    agent: str,
+    tool: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    timeout: float,
+    tags: Sequence[str] = (),
+    hooks: Mapping[str, list[str]] | None = None,
+    reply: bool = False,
+    trace: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> bytes:
+    """The envelope bytes of one turn, checked against ``limits``.
+
+    Raises:
+        PayloadError: an argument is not wire data, or the turn is too large or too deep.
+    """
+    for i, arg in enumerate(args):
+        check_plain(arg, f"args[{i}]", limits, 1)
+    for key, arg in kwargs.items():
+        check_plain(arg, f"kwargs[{key!r}]", limits, 1)
+    envelope: dict[str, Any] = {
+        "v": WIRE_VERSION,
+        "id": turn_id,
+        "agent": agent,
+        "tool": tool,
+        "args": list(args),
+        "kwargs": dict(kwargs),
+        "timeout": float(timeout),
+        "tags": list(tags),
+        "reply": reply,
+        "ts": time.time(),
+    }
+    if hooks:
+        envelope["hooks"] = dict(hooks)
+    if trace:
+        envelope["trace"] = trace
+    data: bytes = _packer.pack(envelope)
+    if len(data) > limits.max_bytes:
+        raise PayloadError(
+            f"turn {tool!r} for agent {agent!r} is {len(data)} bytes, over the "
+            f"{limits.max_bytes}-byte limit; pass a reference (a key or URL) instead"
+        )
+    return data
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth >= limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def _field(envelope: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = envelope.get(name)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise WireError(
+            DeadLetterReason.UNDECODABLE, f"field {name!r} is missing or not {kind!r}: {value!r}"
+        )
+    return value
+
+
+def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
+    """The turn in an envelope.
+
+    Raises:
+        WireError: not msgpack, not a version-1 turn map, a field of the wrong type, too
+            large or too deeply nested (reason ``UNDECODABLE``).
+    """
+    if len(data) > limits.max_bytes:
+        raise WireError(DeadLetterReason.UNDECODABLE, f"message of {len(data)} bytes is too large")
+    try:
+        envelope = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, max_bin_len=limits.max_bytes
+        )
+    except Exception as exc:
+        raise WireError(DeadLetterReason.UNDECODABLE, f"not valid msgpack: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise WireError(DeadLetterReason.UNDECODABLE, "the message is not a msgpack map")
+    if envelope.get("v") != WIRE_VERSION:
+        raise WireError(
+            DeadLetterReason.UNDECODABLE,
+            f"unsupported wire version {envelope.get('v')!r} (this worker reads {WIRE_VERSION})",
+        )
+    if not _depth_ok(envelope, limits.max_depth + 2):
+        raise WireError(DeadLetterReason.UNDECODABLE, f"nested deeper than {limits.max_depth}")
+    hooks = envelope.get("hooks") or {}
+    if not isinstance(hooks, dict):
+        raise WireError(DeadLetterReason.UNDECODABLE, "field 'hooks' is not a map")
+    trace = envelope.get("trace")
+    timeout = _field(envelope, "timeout", (int, float))
+    if not 0 < timeout < 1e9:
+        raise WireError(DeadLetterReason.UNDECODABLE, f"timeout {timeout!r} is not positive")
+    return TurnMessage(
+        id=_field(envelope, "id", str),
+        agent=_field(envelope, "agent", str),
+        tool=_field(envelope, "tool", str),
+        args=_field(envelope, "args", list),
+        kwargs=_field(envelope, "kwargs", dict),
+        timeout=float(timeout),
+        tags=[str(t) for t in envelope.get("tags") or []],
+        hooks=hooks,
+        reply=bool(envelope.get("reply", False)),
+        ts=float(envelope.get("ts") or 0.0),
+        trace=trace if isinstance(trace, str) else None,
+    )
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    to_dict = getattr(value, "to_dict", None) or getattr(value, "model_dump", None)
+    if callable(to_dict):
+        return to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"a {type(value).__name__} cannot be sent")
+
+
+def encode_value(value: Any, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """msgpack bytes of a tool's value: plain data, or converted (datetime, dataclass, ...).
+
+    Raises:
+        PayloadError: the value cannot be converted, or is too large.
+    """
+    try:
+        data: bytes = msgpack.packb(value, use_bin_type=True, default=_to_plain)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise PayloadError(f"a tool value of type {type(value).__name__}: {exc}") from None
+    if len(data) > limits.max_bytes:
+        raise PayloadError(f"a tool value of {len(data)} bytes is over {limits.max_bytes}")
+    return data
+
+
+def sign(data: bytes, secret: bytes) -> bytes:
+    """Hex HMAC-SHA256 of ``data``."""
+    return hmac.new(secret, data, hashlib.sha256).hexdigest().encode()
+
+
+def verify(data: bytes, signature: bytes | None, secrets: Sequence[bytes]) -> bool:
+    """Whether ``signature`` is the HMAC of ``data`` under any of ``secrets``."""
+    if signature is None:
+        return False
+    return any(hmac.compare_digest(sign(data, s), signature) for s in secrets)

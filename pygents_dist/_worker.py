@@ -1,0 +1,691 @@
+"""The worker: serves agents from their Redis streams, one owner per agent at a time.
+
+How a worker serves an agent:
+
+1. A signal ("agent X has work") arrives on the shared ready stream, or a periodic scan or
+   sweep finds work or a dead owner.
+2. The worker takes the agent's lease (``lua/acquire.lua``) with a new fencing token, loads
+   its context, relays any sends a crashed owner committed, and claims entries the previous
+   owner left pending (counting deliveries to catch poison turns).
+3. It reads batches (``lua/fetch.lua``), runs each turn through the core (hooks fire here),
+   and commits the batch's effects atomically (``lua/commit.lua``): acks and deletes, follow-up
+   turns, sends (to the outbox), context, replies, dedup ids. A worker that lost its lease
+   commits nothing.
+4. It releases the lease, and signals again if more work arrived meanwhile.
+
+Guarantees and their limits: turns of one agent run one at a time in stream order; a turn
+runs again only if its worker dies (lease expiry) or loses its lease before committing, so
+tool side effects are at-least-once while runtime effects are exactly-once; values streamed
+while a turn runs may repeat after such a retry (readers skip them by sequence number).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import inspect
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pygents import _seams
+from pygents.agent import Agent
+from pygents.context import ContextItem
+from pygents.errors import TurnTimeoutError, UnregisteredHookError, UnregisteredToolError
+from pygents.registry import AgentRegistry, HookRegistry, ToolRegistry
+from pygents.tool import BaseTool
+from pygents.turn import Turn
+from pygents_dist import _wire
+from pygents_dist._keys import check_agent_name
+from pygents_dist._lock import RedisLocks
+from pygents_dist._transport import Entry, Transport
+from pygents_dist.errors import (
+    ConnectionLostError,
+    DeadLetterReason,
+    PayloadError,
+    UnknownAgentError,
+)
+
+__all__ = ["Worker", "WorkerSettings"]
+
+_log = logging.getLogger("pygents_dist.worker")
+VERSION = "0.8.0"
+
+
+@dataclasses.dataclass
+class WorkerSettings:
+    """How a worker connects and behaves. Times in ms unless the name says seconds.
+
+    Attributes:
+        redis_url: ``redis://`` / ``rediss://`` URL, with user and password if needed.
+        namespace: key namespace shared by the workers and clients of one deployment.
+        agents: names to serve (None: every agent the module defines).
+        concurrency: agents served at once by this worker.
+        batch: turns read and committed per round trip.
+        lease_ms: agent ownership and liveness lease; a dead worker's agents move on after it.
+        max_deliveries: a turn delivered more often than this (its workers keep dying) is
+            dead-lettered.
+        grace_seconds: on SIGTERM, how long in-flight turns may take to finish.
+        dedup_window_ms: how long committed turn ids are remembered to drop duplicates.
+        reply_ttl_ms: how long a turn's reply stream is kept after its last entry.
+        secrets: HMAC keys; when set, unsigned or forged turns are dead-lettered.
+        limits: size and nesting limits for messages.
+        redis_options: extra redis-py options (``ssl_ca_certs`` ...).
+    """
+
+    redis_url: str = "redis://localhost:6379/0"
+    namespace: str = ""
+    agents: list[str] | None = None
+    concurrency: int = 64
+    batch: int = 100
+    lease_ms: int = 15_000
+    max_deliveries: int = 5
+    grace_seconds: float = 30.0
+    dedup_window_ms: int = 600_000
+    reply_ttl_ms: int = 3_600_000
+    secrets: list[bytes] = dataclasses.field(default_factory=list)
+    limits: _wire.Limits = dataclasses.field(default_factory=_wire.Limits)
+    redis_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(slots=True)
+class _Effects:
+    """What the running turns of one batch produced, committed together."""
+
+    agent: str
+    followups: list[list[bytes | str]] = dataclasses.field(default_factory=list)
+    outbox: list[list[bytes | str]] = dataclasses.field(default_factory=list)
+
+
+_effects: contextvars.ContextVar[_Effects | None] = contextvars.ContextVar(
+    "pygents_dist_effects", default=None
+)
+
+
+class _Router:
+    """``pygents._seams.Router`` for a worker process: puts and sends go to Redis."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.known: set[str] = set()
+
+    async def put(self, agent_name: str, turn: Turn[Any]) -> None:
+        worker = self.worker
+        if agent_name not in self.known:
+            if not await worker.transport.is_declared(agent_name):
+                raise UnknownAgentError(
+                    f"no worker has declared an agent named {agent_name!r}; start a worker "
+                    "serving it first"
+                )
+            self.known.add(agent_name)
+        turn_id = _wire.new_turn_id()
+        data = _wire.encode_turn(
+            turn_id=turn_id,
+            agent=agent_name,
+            tool=turn.tool.__name__,
+            args=turn.args,
+            kwargs=turn.kwargs,
+            timeout=turn.timeout,
+            tags=sorted(turn.tags),
+            hooks=HookRegistry.names_by_type(turn.hooks),
+            limits=worker.settings.limits,
+        )
+        signature = worker.sign(data)
+        effects = _effects.get()
+        if effects is None:
+            await worker.transport.send_turns([(agent_name, turn_id, data, signature)])
+        elif agent_name == effects.agent:
+            effects.followups.append([turn_id, data, signature])
+        else:
+            effects.outbox.append([agent_name, turn_id, data, signature])
+
+
+def _describe(agent: Agent) -> bytes:
+    return _wire.pack(
+        {
+            "description": agent.description,
+            "tools": [t.__name__ for t in agent.tools],
+            "declared": time.time(),
+        }
+    )
+
+
+class Worker:
+    """Serves a set of agents from Redis until stopped.
+
+    Example::
+
+        worker = Worker(WorkerSettings(redis_url="redis://localhost:6379/0"))
+        await worker.run()   # returns after stop() (SIGTERM in the CLI) and a clean drain
+
+    Args:
+        settings: connection and behaviour.
+        agents: the agents to serve; default: every registered agent (or ``settings.agents``).
+    """
+
+    def __init__(self, settings: WorkerSettings, agents: list[Agent] | None = None) -> None:
+        self.settings = settings
+        if agents is None:
+            wanted = settings.agents
+            agents = [AgentRegistry.get(n) for n in wanted] if wanted else AgentRegistry.all()
+        if not agents:
+            raise ValueError("nothing to serve: the module defines no agents")
+        self.agents = {check_agent_name(a.name): a for a in agents}
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.transport = Transport.from_url(
+            settings.redis_url, namespace=settings.namespace, **settings.redis_options
+        )
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._leases: dict[str, str] = {}
+        self._running_turn: dict[str, str] = {}
+        self._cancel_requested: set[str] = set()
+        self._saved_context: dict[str, bytes] = {}
+        self._signals_from = b"$"
+        self._signatures: dict[str, inspect.Signature] = {}
+        self.stats = {"turns": 0, "batches": 0, "dead_lettered": 0, "failed": 0}
+
+    def sign(self, data: bytes) -> bytes:
+        """The signature follow-ups and sends carry (empty when signing is off)."""
+        secrets = self.settings.secrets
+        return _wire.sign(data, secrets[0]) if secrets else b""
+
+    def stop(self) -> None:
+        """Stop taking new turns; ``run()`` returns once in-flight ones are committed."""
+        self._stopping.set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, on_ready: Callable[[str], None] | None = None) -> None:
+        """Serve until ``stop()``; then drain in-flight turns within the grace period."""
+        _seams.set_router(_Router(self))
+        _seams.set_lock_provider(RedisLocks(self.transport, self.settings.lease_ms))
+        try:
+            await self._start()
+            if on_ready is not None:
+                on_ready(self.id)
+            loops = [
+                asyncio.create_task(self._signal_loop(), name="signals"),
+                asyncio.create_task(self._maintenance_loop(), name="maintenance"),
+                asyncio.create_task(self._cancel_loop(), name="cancel"),
+            ]
+            await self._stopping.wait()
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._drain()
+        finally:
+            _seams.set_router(None)
+            _seams.set_lock_provider(None)
+            with contextlib.suppress(Exception):
+                await self.transport.forget_worker(self.id)
+            await self.transport.aclose()
+
+    async def _start(self) -> None:
+        await self.transport.ping()
+        await self._declare()
+        self._signals_from = await self.transport.last_signal_id()
+        await self._scan()
+
+    async def _declare(self) -> None:
+        await self.transport.declare({n: _describe(a) for n, a in self.agents.items()})
+        await self.transport.heartbeat(self.id, self._info(), self._heartbeat_ttl(), create=True)
+
+    def _info(self) -> bytes:
+        return _wire.pack(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "agents": len(self.agents),
+                "active": len(self._active),
+                "version": VERSION,
+                "turns": self.stats["turns"],
+                "ts": time.time(),
+            }
+        )
+
+    def _heartbeat_ttl(self) -> int:
+        return self.settings.lease_ms
+
+    async def _scan(self) -> None:
+        """Schedule every served agent with entries in its stream."""
+        names = list(self.agents)
+        for name, depth in zip(names, await self.transport.backlog(names), strict=True):
+            if depth:
+                self._schedule(name)
+
+    async def _drain(self) -> None:
+        active = list(self._active.values())
+        if not active:
+            return
+        _log.info("draining %d agent(s), grace %.1fs", len(active), self.settings.grace_seconds)
+        _done, pending = await asyncio.wait(active, timeout=self.settings.grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            _log.warning("grace period over: %d turn batch(es) handed back", len(pending))
+            await asyncio.wait(pending)
+
+    # -- loops ---------------------------------------------------------------------------
+
+    async def _signal_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                entries = await self.transport.read_signals(self._signals_from, 1000)
+                backoff = 0.05
+            except ConnectionLostError as exc:
+                _log.warning("signals: %s; retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for entry_id, fields in entries:
+                self._signals_from = entry_id
+                name = fields.get(b"a", b"").decode()
+                if name in self.agents:
+                    self._schedule(name)
+
+    async def _maintenance_loop(self) -> None:
+        interval = self.settings.lease_ms / 3000
+        scans = 0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._maintain(scans)
+                scans += 1
+            except ConnectionLostError as exc:
+                _log.warning("maintenance: %s", exc)
+
+    async def _maintain(self, round_no: int) -> None:
+        transport = self.transport
+        alive = await transport.heartbeat(self.id, self._info(), self._heartbeat_ttl(), False)
+        if not alive:
+            _log.warning("heartbeat key vanished (Redis lost its data?): declaring again")
+            await self._declare()
+            self._signals_from = b"0-0"
+            await self._scan()
+        renewed = await transport.renew(dict(self._leases), self.settings.lease_ms)
+        for agent, ok in renewed.items():
+            if not ok:
+                _log.error("lost the lease of agent %s", agent, extra={"agent": agent})
+        for agent in await transport.expired_owners():
+            if agent in self.agents:
+                self._schedule(agent)
+        if round_no % 3 == 2:
+            await self._scan()
+
+    async def _cancel_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            running = dict(self._running_turn)
+            for agent, turn_id in running.items():
+                try:
+                    flagged = await self.transport.cancelled(agent, [turn_id])
+                except ConnectionLostError:
+                    break
+                task = self._active.get(agent)
+                still_running = self._running_turn.get(agent) == turn_id
+                if flagged and flagged[0] and task is not None and still_running:
+                    self._cancel_requested.add(turn_id)
+                    task.cancel()
+
+    # -- serving one agent ---------------------------------------------------------------
+
+    def _schedule(self, agent: str) -> None:
+        if self._stopping.is_set():
+            return
+        if agent in self._active:
+            self._again.add(agent)
+            return
+        task = asyncio.create_task(self._serve(agent), name=f"agent {agent}")
+        self._active[agent] = task
+        task.add_done_callback(functools.partial(self._served, agent))
+
+    def _served(self, agent: str, _task: asyncio.Task[None]) -> None:
+        self._active.pop(agent, None)
+        if agent in self._again:
+            self._again.discard(agent)
+            self._schedule(agent)
+
+    async def _serve(self, agent: str) -> None:
+        try:
+            async with self._slots:
+                await self._own(agent)
+        except ConnectionLostError as exc:
+            _log.warning("agent %s: %s", agent, exc, extra={"agent": agent})
+            await asyncio.sleep(0.2)
+            self._again.add(agent)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("agent %s: unexpected error while serving", agent)
+            await asyncio.sleep(0.5)
+            self._again.add(agent)
+
+    async def _own(self, agent: str) -> None:
+        transport = self.transport
+        lease = await transport.acquire(agent, self.id, self.settings.lease_ms)
+        if lease is None:
+            return
+        owner, queue_blob, pool_blob, paused = lease
+        self._leases[agent] = owner
+        outcome = 0
+        try:
+            if paused:
+                outcome = -2
+                return
+            self._restore(agent, queue_blob, pool_blob)
+            await transport.relay(agent)
+            counts = await transport.claim(agent, self.id)
+            if counts is None:
+                await transport.ensure_group(agent)
+                counts = {}
+            outcome = await self._drain_agent(agent, owner, counts)
+        finally:
+            self._leases.pop(agent, None)
+            with contextlib.suppress(ConnectionLostError):
+                await transport.release(agent, owner)
+        if outcome == 0 and not self._stopping.is_set():
+            depth = (await transport.backlog([agent]))[0]
+            if depth:
+                self._again.add(agent)
+
+    async def _drain_agent(self, agent: str, owner: str, counts: dict[bytes, int]) -> int:
+        pending = bool(counts)
+        size = self.settings.batch
+        while not self._stopping.is_set():
+            status, entries, flags = await self.transport.fetch(
+                agent, owner, self.id, size, pending
+            )
+            if status == -3:
+                await self.transport.ensure_group(agent)
+                continue
+            if status != 0:
+                return status
+            if not entries:
+                if pending:
+                    pending = False
+                    continue
+                return 0
+            if not await self._run_batch(agent, owner, entries, flags, counts):
+                return -1
+        return 0
+
+    # -- one batch -----------------------------------------------------------------------
+
+    async def _run_batch(
+        self,
+        agent: str,
+        owner: str,
+        entries: list[Entry],
+        flags: list[bytes],
+        counts: dict[bytes, int],
+    ) -> bool:
+        effects = _Effects(agent)
+        ops: dict[str, Any] = {"ack": [], "tid": [], "rp": []}
+        replies: list[str] = []
+        token = _effects.set(effects)
+        try:
+            for (entry_id, fields), flag in zip(entries, flags, strict=True):
+                ops["ack"].append(entry_id)
+                turn_id = fields.get(b"id", b"").decode(errors="replace")
+                if flag == b"d":
+                    continue  # committed before: drop the duplicate
+                ops["tid"].append(turn_id)
+                if counts.get(entry_id, 0) > self.settings.max_deliveries:
+                    detail = f"delivered {counts[entry_id]} times without completing"
+                    await self._dead(agent, fields, DeadLetterReason.TOO_MANY_DELIVERIES, detail)
+                    continue
+                await self._run_entry(agent, turn_id, fields, flag == b"c", ops, replies)
+        finally:
+            _effects.reset(token)
+        ops.update(self._commit_ops(agent, effects))
+        committed = await self.transport.commit(agent, owner, ops, replies)
+        if committed:
+            self.stats["batches"] += 1
+            if effects.outbox:
+                await self.transport.relay(agent)
+        else:
+            _log.warning("agent %s: lease lost before commit; batch discarded", agent)
+        return committed
+
+    def _commit_ops(self, agent: str, effects: _Effects) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "now": int(time.time() * 1000),
+            "win": settings.dedup_window_ms,
+            "fu": effects.followups,
+            "ob": effects.outbox,
+            "st": self._context_changes(agent),
+            "rttl": settings.reply_ttl_ms,
+            "rmax": 10_000,
+        }
+
+    async def _run_entry(
+        self,
+        agent: str,
+        turn_id: str,
+        fields: dict[bytes, bytes],
+        cancelled: bool,
+        ops: dict[str, Any],
+        replies: list[str],
+    ) -> None:
+        data = fields.get(b"m", b"")
+        secrets = self.settings.secrets
+        if secrets and not _wire.verify(data, fields.get(b"s"), secrets):
+            await self._dead(agent, fields, DeadLetterReason.BAD_SIGNATURE, "unsigned or forged")
+            return
+        try:
+            message = _wire.decode_turn(data, self.settings.limits)
+            turn = self._build_turn(agent, message)
+        except _wire.WireError as exc:
+            await self._dead(agent, fields, exc.reason, exc.detail)
+            if exc.reason is not DeadLetterReason.UNDECODABLE:
+                self._reply_error(agent, turn_id, ops, replies, exc.detail, reason=exc.reason)
+            return
+        reply_index = -1
+        if message.reply:
+            replies.append(self.transport.keys.reply(agent, turn_id))
+            reply_index = len(replies)
+        if cancelled:
+            self._error_entry(ops, reply_index, "TurnCancelledError", "cancelled before it ran")
+            return
+        await self._execute(agent, turn_id, turn, reply_index, ops)
+
+    def _build_turn(self, agent: str, message: _wire.TurnMessage) -> Turn[Any]:
+        served = self.agents[agent]
+        if message.agent != agent:
+            raise _wire.WireError(
+                DeadLetterReason.UNKNOWN_AGENT,
+                f"turn addressed to {message.agent!r} arrived on agent {agent!r}'s stream",
+            )
+        try:
+            tool = ToolRegistry.get(message.tool)
+        except UnregisteredToolError:
+            raise _wire.WireError(
+                DeadLetterReason.UNKNOWN_TOOL, f"no tool named {message.tool!r} in this worker"
+            ) from None
+        if tool not in served._tool_set:
+            raise _wire.WireError(
+                DeadLetterReason.TOOL_NOT_IN_AGENT,
+                f"agent {agent!r} does not have tool {message.tool!r}",
+            )
+        problem = self._argument_problem(tool, message.args, message.kwargs)
+        if problem:
+            raise _wire.WireError(DeadLetterReason.BAD_ARGUMENTS, problem)
+        turn: Turn[Any] = Turn(tool, message.timeout, message.args, message.kwargs, message.tags)
+        if message.hooks:
+            try:
+                turn.hooks = HookRegistry.from_names(message.hooks)
+            except UnregisteredHookError as exc:
+                raise _wire.WireError(DeadLetterReason.BAD_ARGUMENTS, str(exc)) from None
+        return turn
+
+    def _argument_problem(
+        self, tool: BaseTool, args: list[Any], kwargs: dict[str, Any]
+    ) -> str | None:
+        signature = self._signatures.get(tool.__name__)
+        if signature is None:
+            signature = self._signatures[tool.__name__] = inspect.signature(tool.fn)
+        plan = tool._plan
+        given_by_plan = plan.injected_names | plan.fixed.keys()
+        missing = []
+        position = 0
+        for param in signature.parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            positional = param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
+            index = position
+            position += positional
+            if param.default is not param.empty or param.name in given_by_plan:
+                continue
+            if (positional and index < len(args)) or (
+                param.kind is not param.POSITIONAL_ONLY and param.name in kwargs
+            ):
+                continue
+            missing.append(param.name)
+        if missing:
+            return f"tool {tool.__name__!r} is missing required argument(s): {', '.join(missing)}"
+        return None
+
+    async def _execute(
+        self, agent: str, turn_id: str, turn: Turn[Any], reply_index: int, ops: dict[str, Any]
+    ) -> None:
+        served = self.agents[agent]
+        key = self.transport.keys.reply(agent, turn_id) if reply_index > 0 else ""
+        streaming = turn.tool.is_generator
+        result: Any = None
+        seq = 0
+        self._running_turn[agent] = turn_id
+        try:
+            async for _turn, value in served.run_turn(turn):
+                if reply_index < 0:
+                    continue
+                if streaming:
+                    data = _wire.encode_value(value, self.settings.limits)
+                    await self.transport.publish(key, b"v", seq, data, self.settings.reply_ttl_ms)
+                    seq += 1
+                else:
+                    result = value
+            self.stats["turns"] += 1
+            if reply_index > 0:
+                data = _wire.encode_value(None if streaming else result, self.settings.limits)
+                ops["rp"].append([reply_index, b"e", seq, data])
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if turn_id not in self._cancel_requested or task is None:
+                raise
+            self._cancel_requested.discard(turn_id)
+            task.uncancel()
+            self._error_entry(ops, reply_index, "TurnCancelledError", "cancelled while running")
+        except Exception as exc:
+            self.stats["failed"] += 1
+            level = logging.INFO if isinstance(exc, TurnTimeoutError) else logging.WARNING
+            _log.log(
+                level,
+                "turn failed: %s: %s",
+                type(exc).__name__,
+                exc,
+                extra={"agent": agent, "turn": turn_id, "tool": turn.tool.__name__},
+            )
+            type_name = "TurnTimeoutError" if isinstance(exc, TurnTimeoutError) else None
+            self._error_entry(
+                ops,
+                reply_index,
+                type_name or type(exc).__name__,
+                str(exc),
+                "".join(traceback.format_exception(exc)),
+            )
+        finally:
+            self._running_turn.pop(agent, None)
+
+    def _error_entry(
+        self,
+        ops: dict[str, Any],
+        reply_index: int,
+        type_name: str,
+        message: str,
+        trace: str = "",
+        reason: str = "",
+    ) -> None:
+        if reply_index < 0:
+            return
+        payload = {"type": type_name, "message": message, "traceback": trace}
+        if reason:
+            payload["reason"] = reason
+        ops["rp"].append([reply_index, b"x", 0, _wire.pack(payload)])
+
+    def _reply_error(
+        self,
+        agent: str,
+        turn_id: str,
+        ops: dict[str, Any],
+        replies: list[str],
+        detail: str,
+        reason: str,
+    ) -> None:
+        replies.append(self.transport.keys.reply(agent, turn_id))
+        self._error_entry(ops, len(replies), "DeadLetteredError", detail, reason=reason)
+
+    async def _dead(
+        self, agent: str, fields: dict[bytes, bytes], reason: DeadLetterReason, detail: str
+    ) -> None:
+        self.stats["dead_lettered"] += 1
+        turn_id = fields.get(b"id", b"")
+        _log.warning(
+            "dead-lettered: %s",
+            detail,
+            extra={"agent": agent, "turn": turn_id.decode(errors="replace"), "reason": reason},
+        )
+        await self.transport.dead_letter(
+            {
+                b"agent": agent,
+                b"reason": reason.value,
+                b"detail": detail,
+                b"id": turn_id,
+                b"m": fields.get(b"m", b""),
+                b"s": fields.get(b"s", b""),
+                b"worker": self.id,
+                b"ts": time.time(),
+            }
+        )
+
+    # -- context -------------------------------------------------------------------------
+
+    def _restore(self, agent: str, queue_blob: bytes | None, pool_blob: bytes | None) -> None:
+        served = self.agents[agent]
+        if queue_blob is not None:
+            served.context_queue.items = [
+                ContextItem.from_dict(d) for d in _wire.unpack(queue_blob)
+            ]
+            self._saved_context[agent + ":q"] = queue_blob
+        if pool_blob is not None:
+            served.context_pool._restore(ContextItem.from_dict(d) for d in _wire.unpack(pool_blob))
+            self._saved_context[agent + ":p"] = pool_blob
+
+    def _context_changes(self, agent: str) -> dict[str, bytes]:
+        served = self.agents[agent]
+        changes: dict[str, bytes] = {}
+        for suffix, field, items in (
+            (":q", "queue", served.context_queue.items),
+            (":p", "pool", served.context_pool.items),
+        ):
+            try:
+                blob = _wire.encode_value([i.to_dict() for i in items], self.settings.limits)
+            except PayloadError as exc:
+                _log.error("agent %s: context %s not saved: %s", agent, field, exc)
+                continue
+            if self._saved_context.get(agent + suffix) != blob:
+                changes[field] = blob
+                self._saved_context[agent + suffix] = blob
+        return changes

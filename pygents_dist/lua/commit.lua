@@ -1,0 +1,40 @@
+-- Commit a batch of an agent's turns atomically, fenced by the owner lease.
+-- KEYS[1] turns stream, KEYS[2] owner, KEYS[3] state, KEYS[4] outbox, KEYS[5] done zset,
+-- KEYS[6] cancel hash, KEYS[7..] reply streams (referenced by index from ARGV)
+-- ARGV[1] owner value, ARGV[2] msgpack map:
+--   g group, now ms, win dedup window ms, ack [entry ids], tid [turn ids],
+--   fu [[id, m, s]] follow-up turns, ob [[agent, id, m, s]] sends to other agents,
+--   st {queue=blob, pool=blob} changed context, rp [[key index, kind, seq, data]],
+--   rttl reply ttl ms, rmax reply stream cap
+-- Returns 1 when committed, 0 when the lease is no longer ours (nothing written).
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local ops = cmsgpack.unpack(ARGV[2])
+for _, id in ipairs(ops.ack) do
+  redis.call('XACK', KEYS[1], ops.g, id)
+  redis.call('XDEL', KEYS[1], id)
+end
+for _, tid in ipairs(ops.tid) do
+  redis.call('ZADD', KEYS[5], ops.now, tid)
+  redis.call('HDEL', KEYS[6], tid)
+end
+if #ops.tid > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ops.now - ops.win)
+end
+for _, f in ipairs(ops.fu) do
+  if f[3] ~= '' then
+    redis.call('XADD', KEYS[1], '*', 'id', f[1], 'm', f[2], 's', f[3])
+  else
+    redis.call('XADD', KEYS[1], '*', 'id', f[1], 'm', f[2])
+  end
+end
+for _, o in ipairs(ops.ob) do
+  redis.call('XADD', KEYS[4], '*', 'a', o[1], 'id', o[2], 'm', o[3], 's', o[4])
+end
+if ops.st.queue then redis.call('HSET', KEYS[3], 'queue', ops.st.queue) end
+if ops.st.pool then redis.call('HSET', KEYS[3], 'pool', ops.st.pool) end
+for _, r in ipairs(ops.rp) do
+  local key = KEYS[6 + r[1]]
+  redis.call('XADD', key, 'MAXLEN', '~', ops.rmax, '*', 'k', r[2], 'q', r[3], 'd', r[4])
+  redis.call('PEXPIRE', key, ops.rttl)
+end
+return 1
