@@ -64,6 +64,13 @@ def _worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64, help="agents served at once (default 64)")
     p.add_argument("--batch", type=int, default=100, help="turns per read and commit (100)")
     p.add_argument(
+        "--parallel",
+        action="append",
+        default=[],
+        metavar="AGENT=N",
+        help="let a stateless agent run N turns at once (order is then not kept); repeatable",
+    )
+    p.add_argument(
         "--lease-ms",
         type=int,
         default=15_000,
@@ -119,7 +126,18 @@ def _settings(ns: argparse.Namespace) -> WorkerSettings:
         max_deliveries=ns.max_deliveries,
         grace_seconds=ns.grace,
         secrets=secrets,
+        parallel=_parallel(ns.parallel),
     )
+
+
+def _parallel(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        name, _, count = value.partition("=")
+        if not name or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--parallel expects AGENT=N with N >= 1, got {value!r}")
+        out[name] = int(count)
+    return out
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:

@@ -77,6 +77,8 @@ class WorkerSettings:
         dedup_window_ms: how long committed turn ids are remembered to drop duplicates.
         reply_ttl_ms: how long a turn's reply stream is kept after its last entry.
         secrets: HMAC keys; when set, unsigned or forged turns are dead-lettered.
+        parallel: agent name -> turns run at once. Only for agents whose tools are
+            stateless: their turns no longer run in stream order (default 1: an actor).
         limits: size and nesting limits for messages.
         redis_options: extra redis-py options (``ssl_ca_certs`` ...).
     """
@@ -92,6 +94,7 @@ class WorkerSettings:
     dedup_window_ms: int = 600_000
     reply_ttl_ms: int = 3_600_000
     secrets: list[bytes] = dataclasses.field(default_factory=list)
+    parallel: dict[str, int] = dataclasses.field(default_factory=dict)
     limits: _wire.Limits = dataclasses.field(default_factory=_wire.Limits)
     redis_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -435,6 +438,9 @@ class Worker:
         ops: dict[str, Any] = {"ack": [], "tid": [], "rp": []}
         replies: list[str] = []
         token = _effects.set(effects)
+        parallel = self.settings.parallel.get(agent, 1)
+        running: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(parallel)
         try:
             for (entry_id, fields), flag in zip(entries, flags, strict=True):
                 ops["ack"].append(entry_id)
@@ -446,8 +452,19 @@ class Worker:
                     detail = f"delivered {counts[entry_id]} times without completing"
                     await self._dead(agent, fields, DeadLetterReason.TOO_MANY_DELIVERIES, detail)
                     continue
-                await self._run_entry(agent, turn_id, fields, flag == b"c", ops, replies)
+                entry = self._run_entry(agent, turn_id, fields, flag == b"c", ops, replies)
+                if parallel == 1:
+                    await entry
+                else:  # an opted-in stateless agent: up to `parallel` turns at once
+                    await slots.acquire()
+                    task = asyncio.create_task(entry)
+                    task.add_done_callback(lambda _t: slots.release())
+                    running.add(task)
+            if running:
+                await asyncio.gather(*running)
         finally:
+            for task in running:
+                task.cancel()
             _effects.reset(token)
         ops.update(self._commit_ops(agent, effects))
         committed = await self.transport.commit(agent, owner, ops, replies)
@@ -566,7 +583,9 @@ class Worker:
         streaming = turn.tool.is_generator
         result: Any = None
         seq = 0
-        self._running_turn[agent] = turn_id
+        cancellable = self.settings.parallel.get(agent, 1) == 1
+        if cancellable:  # parallel turns are cancellable only before they start
+            self._running_turn[agent] = turn_id
         try:
             async for _turn, value in served.run_turn(turn):
                 if reply_index < 0:
@@ -607,7 +626,8 @@ class Worker:
                 "".join(traceback.format_exception(exc)),
             )
         finally:
-            self._running_turn.pop(agent, None)
+            if cancellable:
+                self._running_turn.pop(agent, None)
 
     def _error_entry(
         self,
