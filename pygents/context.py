@@ -30,7 +30,9 @@ def _any_global(lists: list[list[Hook]]) -> bool:
     return any(lists)
 
 
-@dataclass(frozen=True, slots=True)
+# No slots=True: on a frozen slotted dataclass, ``ContextItem[str](...)`` raises TypeError
+# (typing sets ``__orig_class__`` through the broken zero-argument ``super()``, gh-90562).
+@dataclass(frozen=True)
 class ContextItem[T]:
     """One piece of context: its content, an optional description and an optional id.
 

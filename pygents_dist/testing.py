@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import re
 import shutil
@@ -567,18 +568,22 @@ def docker_available(timeout: float = 3.0) -> bool:
     Returns ``False`` without error when testcontainers is not installed or no daemon is
     reachable; each request is bounded by ``timeout`` seconds.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from testcontainers.core.docker_client import DockerClient
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from testcontainers.core.docker_client import DockerClient
 
-            client = DockerClient(timeout=timeout)
-            try:
-                return bool(client.client.ping())
-            finally:
-                client.client.close()
-    except Exception:
-        return False
+        client = DockerClient(timeout=timeout)
+        try:
+            return bool(client.client.ping())
+        finally:
+            client.client.close()
+    # docker-py leaves the socket of a failed connect open (referenced from the exception's
+    # traceback); reap it quietly now rather than let its ResourceWarning surface in
+    # whichever test collects garbage next.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    return False
 
 
 def resolve_redis(

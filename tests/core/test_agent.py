@@ -722,7 +722,7 @@ async def test_pause_during_run_holds_next_turn_until_resume() -> None:
 
 
 async def test_pause_does_not_interrupt_current_turn() -> None:
-    started, release = asyncio.Event(), asyncio.Event()
+    started, release, completed = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     @tool()
     async def blocking() -> str:
@@ -731,14 +731,23 @@ async def test_pause_does_not_interrupt_current_turn() -> None:
         return "finished"
 
     agent = Agent("a", "An agent", [blocking])
+
+    @agent.on_complete
+    async def complete(turn: Turn[Any], stop_reason: StopReason) -> None:
+        completed.set()
+
     turn = Turn("blocking")
     await agent.put(turn)
     task = asyncio.create_task(_values(agent))
     await started.wait()
     agent.pause()
     release.set()
-    assert await task == ["finished"]
+    await completed.wait()
     assert turn.metadata.stop_reason is StopReason.COMPLETED
+    await _spin()
+    assert not task.done()
+    agent.resume()
+    assert await task == ["finished"]
 
 
 async def test_pause_and_resume_hooks_fire_at_gate() -> None:

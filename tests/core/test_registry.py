@@ -60,12 +60,28 @@ def test_tool_registry_register_adds_tool_back() -> None:
 
 
 def test_tool_registry_register_duplicate_name_raises_value_error() -> None:
+    def make() -> Any:
+        @tool()
+        async def dup() -> None:
+            pass
+
+        return dup
+
+    first = make()
+    ToolRegistry.unregister("dup")
+    second = make()
+    with pytest.raises(ValueError):
+        ToolRegistry.register(first)
+    assert ToolRegistry.get("dup") is second
+
+
+def test_tool_registry_register_same_tool_again_is_allowed() -> None:
     @tool()
-    async def dup() -> None:
+    async def same() -> None:
         pass
 
-    with pytest.raises(ValueError):
-        ToolRegistry.register(dup)
+    ToolRegistry.register(same)
+    assert ToolRegistry.get("same") is same
 
 
 def test_tool_registry_all_lists_every_tool() -> None:
@@ -124,9 +140,22 @@ def test_agent_registry_register_duplicate_raises_value_error() -> None:
     async def work() -> None:
         pass
 
-    agent = Agent("alpha", "First", [work])
+    first = Agent("alpha", "First", [work])
+    AgentRegistry.unregister("alpha")
+    second = Agent("alpha", "Second", [work])
     with pytest.raises(ValueError):
-        AgentRegistry.register(agent)
+        AgentRegistry.register(first)
+    assert AgentRegistry.get("alpha") is second
+
+
+def test_agent_registry_register_same_agent_again_is_allowed() -> None:
+    @tool()
+    async def work() -> None:
+        pass
+
+    agent = Agent("alpha", "First", [work])
+    AgentRegistry.register(agent)
+    assert AgentRegistry.get("alpha") is agent
 
 
 def test_agent_registry_register_adds_agent_back() -> None:

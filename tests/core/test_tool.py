@@ -69,7 +69,7 @@ def test_sync_function_raises_type_error() -> None:
         return x
 
     with pytest.raises(TypeError):
-        tool(sync)  # type: ignore[call-overload]
+        tool(sync)  # type: ignore[arg-type]
 
 
 def test_sync_function_with_called_decorator_raises_type_error() -> None:
@@ -77,7 +77,7 @@ def test_sync_function_with_called_decorator_raises_type_error() -> None:
         return x
 
     with pytest.raises(TypeError):
-        tool()(sync)  # type: ignore[arg-type]
+        tool()(sync)
 
 
 def test_sync_generator_function_raises_type_error() -> None:
@@ -267,6 +267,7 @@ async def test_fixed_kwarg_override_logs_warning(caplog: pytest.LogCaptureFixtur
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "unit" in warnings[0].getMessage()
+    assert warnings[0].name.startswith("pygents")
 
 
 async def test_fixed_kwarg_without_override_logs_nothing(
@@ -375,8 +376,8 @@ async def test_metadata_dict_has_iso_datetimes_after_run() -> None:
 
     await described()
     data = described.metadata.dict()
-    assert data["start_time"] == described.metadata.start_time.isoformat()  # type: ignore[union-attr]
-    assert data["end_time"] == described.metadata.end_time.isoformat()  # type: ignore[union-attr]
+    assert data["start_time"] == described.metadata.start_time.isoformat()
+    assert data["end_time"] == described.metadata.end_time.isoformat()
 
 
 def test_metadata_dict_includes_schemas() -> None:
@@ -989,7 +990,7 @@ def test_subtool_on_sync_function_raises_type_error() -> None:
         pass
 
     with pytest.raises(TypeError):
-        parent.subtool()(child)  # type: ignore[arg-type]
+        parent.subtool()(child)
 
 
 def test_duplicate_subtool_raises_value_error() -> None:
@@ -1223,3 +1224,33 @@ async def test_tool_hook_gets_context_injection_in_agent() -> None:
     await agent.put(Turn("work"))
     _ = [v async for v in agent.run()]
     assert seen[0] is agent.context_pool
+
+
+def test_on_yield_on_coroutine_tool_raises_type_error() -> None:
+    @tool()
+    async def plain() -> int:
+        return 1
+
+    async def check(value: int) -> None:
+        pass
+
+    with pytest.raises(TypeError):
+        plain.on_yield(check)
+
+
+async def test_lock_does_not_cover_generator_on_error() -> None:
+    held: list[bool] = []
+
+    @tool(lock=True)
+    async def failing_stream() -> AsyncIterator[int]:
+        yield 1
+        raise RuntimeError("boom")
+
+    @failing_stream.on_error
+    async def check(exc: BaseException) -> None:
+        assert failing_stream.lock is not None
+        held.append(failing_stream.lock.locked())
+
+    with pytest.raises(RuntimeError):
+        _ = [v async for v in failing_stream()]
+    assert held == [False]

@@ -1,0 +1,1 @@
+"""Agent modules the dist tests serve with real workers (put on the workers' PYTHONPATH)."""

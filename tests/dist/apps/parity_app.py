@@ -1,0 +1,59 @@
+"""The small program the parity tests run both in process and on a Redis-served agent.
+
+``build()`` defines the tools and the agent; nothing happens at import, so a test can build
+them after its registries were reset, and ``parity_served`` builds them in a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pygents import Agent, ContextItem, ContextPool, ContextQueue, Turn, tool
+
+AGENT = "calc"
+
+
+def build() -> Agent:
+    """Register the parity tools and return the agent ``calc`` that has them."""
+
+    @tool
+    async def add(a: int, b: int) -> int:
+        """Sum of two numbers."""
+        return a + b
+
+    @tool
+    async def count(n: int) -> AsyncIterator[int]:
+        """Yield 0..n-1."""
+        for i in range(n):
+            yield i
+
+    @tool
+    async def boom(message: str) -> None:
+        """Fail with ``ValueError(message)``."""
+        raise ValueError(message)
+
+    @tool
+    async def slow(seconds: float) -> str:
+        """Sleep, then say so."""
+        await asyncio.sleep(seconds)
+        return "slept"
+
+    @tool
+    async def chain(n: int) -> AsyncIterator[Any]:
+        """Note ``step n`` and queue ``chain(n - 1)`` down to 0; remember the last step."""
+        yield ContextItem(f"step {n}")
+        if n > 0:
+            yield Turn("chain", kwargs={"n": n - 1})
+        else:
+            yield ContextItem("chain finished", description="the chain", id="chain")
+
+    @tool
+    async def context(queue: ContextQueue[str], pool: ContextPool[str]) -> dict[str, Any]:
+        """The agent's context queue contents and pool catalogue."""
+        return {"queue": [item.content for item in queue.items], "pool": pool.catalogue()}
+
+    return Agent(
+        AGENT, "parity", [add, count, boom, slow, chain, context], context_queue=ContextQueue(20)
+    )

@@ -1,0 +1,5 @@
+"""Worker target for the parity tests: the agent of ``parity_app``."""
+
+from parity_app import build
+
+calc = build()

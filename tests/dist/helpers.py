@@ -1,0 +1,39 @@
+"""Helpers of the dist integration tests: waiting on Redis state with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import redis.asyncio as aioredis
+
+from pygents_dist.testing import WorkerProcess
+
+
+async def eventually[T](
+    check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 15.0
+) -> T:
+    """Poll ``check`` until it returns something other than None/False, or fail after
+    ``timeout`` seconds. Only for Redis state that nothing else signals."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found is not None and found is not False:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def pop(store: aioredis.Redis, key: str, timeout: float = 15.0) -> str:
+    """Block until ``key`` (a list) has an item and pop it; fail after ``timeout`` seconds."""
+    got = await store.blpop([key], timeout=timeout)
+    if got is None:
+        raise AssertionError(f"nothing arrived on {key} within {timeout}s")
+    return str(got[1])
+
+
+def pids(workers: Sequence[WorkerProcess]) -> set[int]:
+    """The process ids of ``workers``."""
+    return {w.pid for w in workers}

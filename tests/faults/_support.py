@@ -1,0 +1,122 @@
+"""Helpers shared by the fault tests: effect logs, waiting with a deadline, /proc figures,
+and the figures report."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from pygents_dist import _wire
+from pygents_dist._keys import GROUP, Keys
+
+APPS = Path(__file__).parent / "apps"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Effect:
+    """One line of an app's effect log."""
+
+    kind: str
+    key: str
+    pid: int
+    t: float
+
+
+def read_effects(path: Path) -> list[Effect]:
+    """Every effect logged so far, in file order."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        kind, key, pid, t = line.split(" ")
+        out.append(Effect(kind, key, int(pid), float(t)))
+    return out
+
+
+def count_keys(effects: Iterable[Effect], kind: str) -> Counter[str]:
+    """How many times each key of ``kind`` was executed."""
+    return Counter(e.key for e in effects if e.kind == kind)
+
+
+async def wait_for[T](
+    check: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Poll ``check`` until it returns a value that is not None/False; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # after "pid (comm)": state is field 3, utime field 14, stime field 15 (1-based)
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def raw_redis(url: str) -> aioredis.Redis:
+    """A plain redis-py client for inspecting and corrupting state (bytes replies)."""
+    return aioredis.from_url(url, socket_timeout=10)
+
+
+async def namespace_keys(r: aioredis.Redis, namespace: str) -> list[bytes]:
+    """Every key of one namespace."""
+    return [k async for k in r.scan_iter(match=f"{namespace}:*", count=1000)]
+
+
+async def agent_context(r: aioredis.Redis, keys: Keys, agent: str) -> tuple[list[Any], dict[str, Any]]:
+    """An agent's committed context: queue contents, and pool ``{id: content}``."""
+    queue_blob, pool_blob = await r.hmget(keys.state(agent), ["queue", "pool"])
+    queue = [d["content"] for d in _wire.unpack(queue_blob)] if queue_blob else []
+    pool = {d["id"]: d["content"] for d in _wire.unpack(pool_blob)} if pool_blob else {}
+    return queue, pool
+
+
+async def stream_state(r: aioredis.Redis, keys: Keys, agent: str) -> tuple[int, int]:
+    """``(entries, pending)`` of an agent's turn stream."""
+    length = await r.xlen(keys.turns(agent))
+    try:
+        pending = (await r.xpending(keys.turns(agent), GROUP))["pending"]
+    except Exception:
+        pending = 0
+    return int(length), int(pending)
+
+
+async def consumers(r: aioredis.Redis, keys: Keys, agent: str) -> int:
+    """How many consumers the agent's group remembers."""
+    return len(await r.xinfo_consumers(keys.turns(agent), GROUP))
+
+
+def report(test: str, **figures: Any) -> None:
+    """Print measured figures (visible with ``-s``) and append them to ``$FAULTS_REPORT``."""
+    line = " ".join(f"{k}={v}" for k, v in figures.items())
+    print(f"\n[faults] {test}: {line}")
+    path = os.environ.get("FAULTS_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": test, **figures}, default=str) + "\n")
