@@ -16,7 +16,7 @@ from pygents import _seams
 from pygents.context import ContextItem, ContextPool, ContextQueue
 from pygents.errors import SafeExecutionError
 from pygents.hooks import GLOBAL_HOOKS, AgentHook, Hook, TurnHook, fire
-from pygents.registry import AgentRegistry, HookFn, HookRegistry, ToolRegistry, attach_hook
+from pygents.registry import AgentRegistry, HookRegistry, InstanceHook, ToolRegistry
 from pygents.tool import BaseTool
 from pygents.turn import Turn
 
@@ -361,62 +361,17 @@ class Agent:
 
     # -- hook decorators -----------------------------------------------------------------
 
-    def _hook(self, kind: AgentHook | TurnHook, fn: Any, lock: bool, kw: dict[str, Any]) -> Any:
-        target = self.turn_hooks if isinstance(kind, TurnHook) else self.hooks
-        return attach_hook(target, kind, fn, lock, kw)
-
-    def before_turn(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(agent)`` before each turn."""
-        return self._hook(AgentHook.BEFORE_TURN, fn, lock, kw)
-
-    def after_turn(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(agent, turn)`` after each turn completes."""
-        return self._hook(AgentHook.AFTER_TURN, fn, lock, kw)
-
-    def on_turn_value(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(agent, turn, value)`` for each value, after routing."""
-        return self._hook(AgentHook.ON_TURN_VALUE, fn, lock, kw)
-
-    def before_put(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(agent, turn)`` before a turn is queued."""
-        return self._hook(AgentHook.BEFORE_PUT, fn, lock, kw)
-
-    def after_put(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(agent, turn)`` after a turn is queued."""
-        return self._hook(AgentHook.AFTER_PUT, fn, lock, kw)
-
-    def on_pause(self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(agent)`` when the loop stops at the gate because it is paused."""
-        return self._hook(AgentHook.ON_PAUSE, fn, lock, kw)
-
-    def on_resume(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(agent)`` when a held loop moves on after ``resume()``."""
-        return self._hook(AgentHook.ON_RESUME, fn, lock, kw)
-
-    def on_error(self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Turn hook ``(turn, exception)`` attached to every turn this agent runs."""
-        return self._hook(TurnHook.ON_ERROR, fn, lock, kw)
-
-    def on_timeout(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Turn hook ``(turn)`` attached to every turn this agent runs."""
-        return self._hook(TurnHook.ON_TIMEOUT, fn, lock, kw)
-
-    def on_complete(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Turn hook ``(turn, stop_reason)`` attached to every turn this agent runs."""
-        return self._hook(TurnHook.ON_COMPLETE, fn, lock, kw)
+    before_turn = InstanceHook(AgentHook.BEFORE_TURN, "(agent) before each turn")
+    after_turn = InstanceHook(AgentHook.AFTER_TURN, "(agent, turn) after each turn completes")
+    on_turn_value = InstanceHook(AgentHook.ON_TURN_VALUE, "(agent, turn, value), after routing")
+    before_put = InstanceHook(AgentHook.BEFORE_PUT, "(agent, turn) before a turn is queued")
+    after_put = InstanceHook(AgentHook.AFTER_PUT, "(agent, turn) after a turn is queued")
+    on_pause = InstanceHook(AgentHook.ON_PAUSE, "(agent) when the loop stops at its gate")
+    on_resume = InstanceHook(AgentHook.ON_RESUME, "(agent) when a held loop moves on")
+    on_error = InstanceHook(
+        TurnHook.ON_ERROR, "(turn, exception) on every turn this agent runs", "turn_hooks"
+    )
+    on_timeout = InstanceHook(TurnHook.ON_TIMEOUT, "(turn) on every turn it runs", "turn_hooks")
+    on_complete = InstanceHook(
+        TurnHook.ON_COMPLETE, "(turn, stop_reason) on every turn it runs", "turn_hooks"
+    )

@@ -14,7 +14,7 @@ from types import EllipsisType
 from typing import Any
 
 from pygents.hooks import GLOBAL_HOOKS, ContextPoolHook, ContextQueueHook, Hook, fire
-from pygents.registry import HookRegistry, attach_hook
+from pygents.registry import HookRegistry, InstanceHook
 
 __all__ = ["ContextItem", "ContextPool", "ContextQueue"]
 
@@ -177,28 +177,11 @@ class ContextQueue[T]:
         queue.hooks = HookRegistry.from_names(data.get("hooks") or {})
         return queue
 
-    def _hook(self, kind: ContextQueueHook, fn: Any, lock: bool, fixed: dict[str, Any]) -> Any:
-        return attach_hook(self.hooks, kind, fn, lock, fixed)
-
-    def before_append(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(queue, incoming, current)`` before items are appended."""
-        return self._hook(_QH.BEFORE_APPEND, fn, lock, kw)
-
-    def after_append(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(appended, current)`` after items are appended."""
-        return self._hook(_QH.AFTER_APPEND, fn, lock, kw)
-
-    def before_clear(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(queue, items)`` before a clear."""
-        return self._hook(_QH.BEFORE_CLEAR, fn, lock, kw)
-
-    def after_clear(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(queue)`` after a clear."""
-        return self._hook(_QH.AFTER_CLEAR, fn, lock, kw)
-
-    def on_evict(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(queue, item)`` for each item evicted by an append."""
-        return self._hook(_QH.ON_EVICT, fn, lock, kw)
+    before_append = InstanceHook(_QH.BEFORE_APPEND, "(queue, incoming, current) before appending")
+    after_append = InstanceHook(_QH.AFTER_APPEND, "(appended, current) after appending")
+    before_clear = InstanceHook(_QH.BEFORE_CLEAR, "(queue, items) before a clear")
+    after_clear = InstanceHook(_QH.AFTER_CLEAR, "(queue) after a clear")
+    on_evict = InstanceHook(_QH.ON_EVICT, "(queue, item) for each item an append evicts")
 
 
 def _require_item(item: object) -> None:
@@ -334,33 +317,10 @@ class ContextPool[T]:
         pool.hooks = HookRegistry.from_names(data.get("hooks") or {})
         return pool
 
-    def _hook(self, kind: ContextPoolHook, fn: Any, lock: bool, fixed: dict[str, Any]) -> Any:
-        return attach_hook(self.hooks, kind, fn, lock, fixed)
-
-    def before_add(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(pool, item)`` before an add (after any eviction)."""
-        return self._hook(_PH.BEFORE_ADD, fn, lock, kw)
-
-    def after_add(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(pool, item)`` after an add."""
-        return self._hook(_PH.AFTER_ADD, fn, lock, kw)
-
-    def before_remove(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(pool, item)`` before a remove."""
-        return self._hook(_PH.BEFORE_REMOVE, fn, lock, kw)
-
-    def after_remove(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(pool, item)`` after a remove."""
-        return self._hook(_PH.AFTER_REMOVE, fn, lock, kw)
-
-    def before_clear(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(pool, snapshot_dict)`` before a clear."""
-        return self._hook(_PH.BEFORE_CLEAR, fn, lock, kw)
-
-    def after_clear(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(pool)`` after a clear."""
-        return self._hook(_PH.AFTER_CLEAR, fn, lock, kw)
-
-    def on_evict(self, fn: Any = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(pool, item)`` for each item evicted by an add."""
-        return self._hook(_PH.ON_EVICT, fn, lock, kw)
+    before_add = InstanceHook(_PH.BEFORE_ADD, "(pool, item) before an add, after any eviction")
+    after_add = InstanceHook(_PH.AFTER_ADD, "(pool, item) after an add")
+    before_remove = InstanceHook(_PH.BEFORE_REMOVE, "(pool, item) before a remove")
+    after_remove = InstanceHook(_PH.AFTER_REMOVE, "(pool, item) after a remove")
+    before_clear = InstanceHook(_PH.BEFORE_CLEAR, "(pool, snapshot_dict) before a clear")
+    after_clear = InstanceHook(_PH.AFTER_CLEAR, "(pool) after a clear")
+    on_evict = InstanceHook(_PH.ON_EVICT, "(pool, item) for each item an add evicts")

@@ -7,7 +7,7 @@ unique per registry; a second, different object under a used name raises ``Value
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from pygents.errors import (
     UnregisteredAgentError,
@@ -260,23 +260,71 @@ class HookRegistry:
 type HookFn = Callable[..., Awaitable[Any]]
 
 
-def attach_hook(
-    hooks: list[Hook],
-    kind: HookType,
-    fn: HookFn | Hook | None,
-    lock: bool,
-    fixed_kwargs: dict[str, Any],
-) -> Any:
-    """Back the ``@owner.before_x`` decorators: bare, called with options, or given a function.
+class HookDecorator:
+    """The decorator behind ``@owner.before_x``: bare, with options, or given a function.
 
-    Returns the ``Hook`` (so one function can be stacked on several owners) or, when called
-    with options only, the decorator that makes it.
+    ``@tool_.before_invoke``, ``@tool_.before_invoke(lock=True, key=value)`` and
+    ``tool_.before_invoke(fn)`` all return the ``Hook`` (so one function can be stacked on
+    several owners); it is appended to the owner's hook list once.
     """
 
-    def decorate(target: HookFn | Hook) -> Hook:
-        made = HookRegistry.wrap(target, kind, lock=lock, **fixed_kwargs)
-        if made not in hooks:
-            hooks.append(made)
-        return made
+    __slots__ = ("_hooks", "_kind")
 
-    return decorate if fn is None else decorate(fn)
+    def __init__(self, hooks: list[Hook], kind: HookType) -> None:
+        self._hooks = hooks
+        self._kind = kind
+
+    @overload
+    def __call__(self, fn: HookFn | Hook, /) -> Hook: ...
+    @overload
+    def __call__(
+        self, fn: None = None, /, *, lock: bool = False, **fixed_kwargs: Any
+    ) -> Callable[[HookFn | Hook], Hook]: ...
+    def __call__(
+        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **fixed_kwargs: Any
+    ) -> Hook | Callable[[HookFn | Hook], Hook]:
+        hooks, kind = self._hooks, self._kind
+
+        def decorate(target: HookFn | Hook) -> Hook:
+            made = HookRegistry.wrap(target, kind, lock=lock, **fixed_kwargs)
+            if made not in hooks:
+                hooks.append(made)
+            return made
+
+        return decorate if fn is None else decorate(fn)
+
+
+class InstanceHook:
+    """Declares an instance-hook decorator on an owner class (a descriptor).
+
+    Example::
+
+        class Turn:
+            before_run = InstanceHook(TurnHook.BEFORE_RUN, "(turn) before the tool runs")
+    """
+
+    def __init__(
+        self,
+        kind: HookType,
+        doc: str,
+        attr: str = "hooks",
+        check: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.attr = attr
+        self.check = check
+        self.__doc__ = f"Instance hook {doc}."
+
+    @overload
+    def __get__(self, owner: None, cls: type[Any] | None = None) -> InstanceHook: ...
+    @overload
+    def __get__(self, owner: object, cls: type[Any] | None = None) -> HookDecorator: ...
+    def __get__(
+        self, owner: object | None, cls: type[Any] | None = None
+    ) -> HookDecorator | InstanceHook:
+        if owner is None:
+            return self
+        if self.check is not None:
+            self.check(owner)
+        hooks: list[Hook] = getattr(owner, self.attr)
+        return HookDecorator(hooks, self.kind)

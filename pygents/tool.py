@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 from pygents import _schema, _seams
 from pygents._call import CallPlan
 from pygents.hooks import GLOBAL_HOOKS, Hook, ToolHook, fire
-from pygents.registry import HookFn, ToolRegistry, attach_hook
+from pygents.registry import InstanceHook, ToolRegistry
 
 __all__ = ["AsyncGenTool", "BaseTool", "Tool", "ToolMetadata", "tool"]
 
@@ -28,6 +28,22 @@ _G_BEFORE = GLOBAL_HOOKS[ToolHook.BEFORE_INVOKE]
 _G_YIELD = GLOBAL_HOOKS[ToolHook.ON_YIELD]
 _G_AFTER = GLOBAL_HOOKS[ToolHook.AFTER_INVOKE]
 _G_ERROR = GLOBAL_HOOKS[ToolHook.ON_ERROR]
+
+
+class ToolDecorator(Protocol):
+    """What ``@tool(...)`` and ``@parent.subtool(...)`` return: makes the tool."""
+
+    @overload
+    def __call__(self, fn: Callable[..., Coroutine[Any, Any, Any]], /) -> Tool: ...
+    @overload
+    def __call__(self, fn: Callable[..., AsyncIterator[Any]], /) -> AsyncGenTool: ...
+
+
+def _generator_only(owner: Any) -> None:
+    if not owner.is_generator:
+        raise TypeError(
+            f"on_yield hooks need an async generator tool; {owner.__name__!r} is a coroutine"
+        )
 
 
 @dataclass
@@ -97,6 +113,15 @@ class BaseTool:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
+    before_invoke = InstanceHook(ToolHook.BEFORE_INVOKE, "(*args, **kwargs) before each run")
+    after_invoke = InstanceHook(
+        ToolHook.AFTER_INVOKE, "(result) after a run; a generator's: the values it yielded"
+    )
+    on_error = InstanceHook(ToolHook.ON_ERROR, "(exc=...) when the tool raises")
+    on_yield = InstanceHook(
+        ToolHook.ON_YIELD, "(value) for each value a generator tool yields", check=_generator_only
+    )
+
     def doc_tree(self) -> dict[str, Any]:
         """``{"name", "description", "subtools": [...]}``, recursively."""
         return {
@@ -106,7 +131,9 @@ class BaseTool:
         }
 
     @overload
-    def subtool[F: Callable[..., Any]](self, fn: F, /) -> BaseTool: ...
+    def subtool(self, fn: Callable[..., Coroutine[Any, Any, Any]], /) -> Tool: ...
+    @overload
+    def subtool(self, fn: Callable[..., AsyncIterator[Any]], /) -> AsyncGenTool: ...
     @overload
     def subtool(
         self,
@@ -116,7 +143,7 @@ class BaseTool:
         lock: bool = False,
         tags: Iterable[str] | None = None,
         **fixed_kwargs: Any,
-    ) -> Callable[[Callable[..., Any]], BaseTool]: ...
+    ) -> ToolDecorator: ...
     def subtool(
         self,
         fn: Callable[..., Any] | None = None,
@@ -134,39 +161,6 @@ class BaseTool:
             return child
 
         return decorate if fn is None else decorate(fn)
-
-    def _instance_hook(
-        self, kind: ToolHook, fn: HookFn | Hook | None, lock: bool, fixed: dict[str, Any]
-    ) -> Any:
-        return attach_hook(self.hooks, kind, fn, lock, fixed)
-
-    def before_invoke(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **fixed_kwargs: Any
-    ) -> Any:
-        """Instance hook called with the tool's own arguments before each run."""
-        return self._instance_hook(ToolHook.BEFORE_INVOKE, fn, lock, fixed_kwargs)
-
-    def after_invoke(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **fixed_kwargs: Any
-    ) -> Any:
-        """Instance hook called with the result (a generator's: every value yielded)."""
-        return self._instance_hook(ToolHook.AFTER_INVOKE, fn, lock, fixed_kwargs)
-
-    def on_error(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **fixed_kwargs: Any
-    ) -> Any:
-        """Instance hook called with ``exc=`` when the tool raises (instead of after_invoke)."""
-        return self._instance_hook(ToolHook.ON_ERROR, fn, lock, fixed_kwargs)
-
-    def on_yield(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **fixed_kwargs: Any
-    ) -> Any:
-        """Instance hook called with each value a generator tool yields."""
-        if not self.is_generator:
-            raise TypeError(
-                f"on_yield hooks need an async generator tool; {self.__name__!r} is a coroutine"
-            )
-        return self._instance_hook(ToolHook.ON_YIELD, fn, lock, fixed_kwargs)
 
 
 class Tool(BaseTool):
@@ -205,7 +199,7 @@ class AsyncGenTool(BaseTool):
 
     is_generator = True
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    async def __call__(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
         plan = self._plan
         if not plan.simple or kwargs or len(args) > plan.max_positional:
             args, kwargs = plan.prepare(args, kwargs)
@@ -270,7 +264,7 @@ def _make(
 
 
 @overload
-def tool(fn: Callable[..., Awaitable[Any]], /) -> Tool: ...
+def tool(fn: Callable[..., Coroutine[Any, Any, Any]], /) -> Tool: ...
 @overload
 def tool(fn: Callable[..., AsyncIterator[Any]], /) -> AsyncGenTool: ...
 @overload
@@ -281,7 +275,7 @@ def tool(
     lock: bool = False,
     tags: Iterable[str] | None = None,
     **fixed_kwargs: Any,
-) -> Callable[[Callable[..., Any]], Any]: ...
+) -> ToolDecorator: ...
 def tool(
     fn: Callable[..., Any] | None = None,
     /,

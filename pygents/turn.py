@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from pygents import _seams
 from pygents.errors import SafeExecutionError, TurnTimeoutError, WrongRunMethodError
 from pygents.hooks import GLOBAL_HOOKS, Hook, TurnHook, fire
-from pygents.registry import HookFn, HookRegistry, ToolRegistry, attach_hook
+from pygents.registry import HookRegistry, InstanceHook, ToolRegistry
 from pygents.tool import BaseTool
 
 __all__ = ["StopReason", "Turn", "TurnMetadata"]
@@ -130,7 +130,7 @@ class Turn[T]:
     _extra_hooks: ClassVar[tuple[Hook, ...]] = ()
 
     def __init__(
-        self,
+        self: Turn[Any],  # an unparametrised Turn("x") is a Turn[Any], not an inference error
         tool: str | BaseTool,
         timeout: float = 60,
         args: Sequence[Any] | None = None,
@@ -355,38 +355,11 @@ class Turn[T]:
 
     # -- hooks ---------------------------------------------------------------------------
 
-    def _hook(
-        self, kind: TurnHook, fn: HookFn | Hook | None, lock: bool, kw: dict[str, Any]
-    ) -> Any:
-        return attach_hook(self.hooks, kind, fn, lock, kw)
-
-    def before_run(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(turn)`` before the tool runs."""
-        return self._hook(TurnHook.BEFORE_RUN, fn, lock, kw)
-
-    def after_run(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(turn, output)`` after the tool completes."""
-        return self._hook(TurnHook.AFTER_RUN, fn, lock, kw)
-
-    def on_timeout(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(turn)`` when the turn times out."""
-        return self._hook(TurnHook.ON_TIMEOUT, fn, lock, kw)
-
-    def on_error(self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any) -> Any:
-        """Instance hook ``(turn, exception)`` when the tool raises."""
-        return self._hook(TurnHook.ON_ERROR, fn, lock, kw)
-
-    def on_complete(
-        self, fn: HookFn | Hook | None = None, /, *, lock: bool = False, **kw: Any
-    ) -> Any:
-        """Instance hook ``(turn, stop_reason)``, always, when the turn ends."""
-        return self._hook(TurnHook.ON_COMPLETE, fn, lock, kw)
+    before_run = InstanceHook(TurnHook.BEFORE_RUN, "(turn) before the tool runs")
+    after_run = InstanceHook(TurnHook.AFTER_RUN, "(turn, output) after the tool completes")
+    on_timeout = InstanceHook(TurnHook.ON_TIMEOUT, "(turn) when the turn times out")
+    on_error = InstanceHook(TurnHook.ON_ERROR, "(turn, exception) when the tool raises")
+    on_complete = InstanceHook(TurnHook.ON_COMPLETE, "(turn, stop_reason), always, at the end")
 
     # -- serialisation -------------------------------------------------------------------
 

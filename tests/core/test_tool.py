@@ -77,7 +77,7 @@ def test_sync_function_with_called_decorator_raises_type_error() -> None:
         return x
 
     with pytest.raises(TypeError):
-        tool()(sync)
+        tool()(sync)  # type: ignore[arg-type]
 
 
 def test_sync_generator_function_raises_type_error() -> None:
@@ -376,6 +376,8 @@ async def test_metadata_dict_has_iso_datetimes_after_run() -> None:
 
     await described()
     data = described.metadata.dict()
+    assert described.metadata.start_time is not None
+    assert described.metadata.end_time is not None
     assert data["start_time"] == described.metadata.start_time.isoformat()
     assert data["end_time"] == described.metadata.end_time.isoformat()
 
@@ -990,7 +992,7 @@ def test_subtool_on_sync_function_raises_type_error() -> None:
         pass
 
     with pytest.raises(TypeError):
-        parent.subtool()(child)
+        parent.subtool()(child)  # type: ignore[arg-type]
 
 
 def test_duplicate_subtool_raises_value_error() -> None:
