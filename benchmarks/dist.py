@@ -408,7 +408,9 @@ class Pygents:
             procs = [pool("dist_app", args=self.worker_args) for _ in range(workers)]
             async with Client(self.url, namespace=namespace) as client:
                 for start in range(0, agents, 200):  # learn every name (no timed lookups)
-                    await asyncio.gather(*(client._check_agent(a) for a in names[start : start + 200]))
+                    await asyncio.gather(
+                        *(client._check_agent(a) for a in names[start : start + 200])
+                    )
                 await client.call("a0", "noop", kwargs={"i": -1})  # warm the worker up
                 if drain:
                     for a in names:
@@ -512,9 +514,7 @@ class Pygents:
                 cpu.stop()
         finally:
             pool.close()
-        row = result(
-            "pygents", "streaming tool (Client.stream)", n=got, seconds=seconds, cpu=cpu
-        )
+        row = result("pygents", "streaming tool (Client.stream)", n=got, seconds=seconds, cpu=cpu)
         row["unit"] = "values"
         log(f"stream: {row['rate']:,.0f} values/s")
         return row
@@ -568,16 +568,21 @@ def ensure_peers(wanted: list[str]) -> dict[str, str]:
             return dict.fromkeys(wanted, f"python3 -m venv failed: {made.stderr.strip()}")
         subprocess.run([str(python), "-m", "pip", "install", "-q", "-U", "pip"], check=False)
     pip = [str(python), "-m", "pip", "install", "-q"]
-    missing_common = subprocess.run([str(python), "-c", "import redis, msgpack, hiredis, uvloop"])
-    if missing_common.returncode:
-        subprocess.run([*pip, *PEER_COMMON], check=False)
+    check = [str(python), "-c", "import redis, msgpack, hiredis"]
+    if subprocess.run(check, capture_output=True).returncode:
+        for package in PEER_COMMON:  # one by one: uvloop may be unavailable (then asyncio)
+            subprocess.run([*pip, package], capture_output=True, check=False)
     for peer in wanted:
         packages, module = PEERS[peer]
-        if subprocess.run([str(python), "-c", f"import {module}"]).returncode == 0:
+        if (
+            subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode
+            == 0
+        ):
             continue
         log(f"installing {' '.join(packages)} into {PEERS_VENV}")
         done = subprocess.run([*pip, *packages], capture_output=True, text=True)
-        if done.returncode or subprocess.run([str(python), "-c", f"import {module}"]).returncode:
+        imported = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True)
+        if done.returncode or imported.returncode:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             problems[peer] = "cannot be installed: " + " / ".join(tail)
     return problems
@@ -655,14 +660,21 @@ class PeerDriver:
                 "--log-level",
                 "WARNING",
             ],
+            # streaq and arq through their documented programmatic entry points, so that
+            # their per-task INFO log lines are not produced (pygents logs none either)
             "streaq": [
-                str(self.bin / "streaq"),
-                "run",
-                "peer_streaq:worker_results" if results else "peer_streaq:worker",
+                str(self.bin / "python"),
+                str(Path(__file__).resolve()),
+                "--peer-worker",
+                "streaq",
+                str(int(results)),
             ],
             "arq": [
-                str(self.bin / "arq"),
-                "peer_arq.WorkerSettingsResults" if results else "peer_arq.WorkerSettings",
+                str(self.bin / "python"),
+                str(Path(__file__).resolve()),
+                "--peer-worker",
+                "arq",
+                str(int(results)),
             ],
         }
         env = dict(os.environ, PYTHONPATH=str(HERE))
@@ -767,8 +779,16 @@ class PeerDriver:
             task = await self.task.enqueue(i)
             res = await task.result(timeout=30)
             return res.result
+        from arq.jobs import ResultNotFound
+
         job = await self.arq.enqueue_job("noop", i)
-        return await job.result(timeout=30, poll_delay=0.001)
+        try:
+            return await job.result(timeout=30, poll_delay=0.005)
+        except ResultNotFound:  # arq reads result and queue non-atomically: a finished job
+            info = await job.result_info()  # can look "not in queue" between the two reads
+            if info is None:
+                raise
+            return info.result
 
     async def _ready(self, results: bool) -> None:
         """Wait until the worker runs tasks (a first task is finished)."""
@@ -815,8 +835,9 @@ class PeerDriver:
             await self._close()
         done = turns - left
         note = "" if finished else f"capped: {done:,} of {turns:,} done in {budget:.0f}s"
-        return result(self.peer, f"{self.peer}, 1 worker, e2e", n=done, seconds=seconds,
-                      cpu=cpu, note=note)
+        return result(
+            self.peer, f"{self.peer}, 1 worker, e2e", n=done, seconds=seconds, cpu=cpu, note=note
+        )
 
     async def round_trip(self, calls: int, budget: float = 30.0) -> dict[str, Any]:
         pid = self.start_worker(results=True)
@@ -839,9 +860,31 @@ class PeerDriver:
             cpu.stop()
         finally:
             await self._close()
-        note = "" if len(latencies) == calls else f"capped: {len(latencies):,} calls in {budget:.0f}s"
-        return result(self.peer, f"{self.peer} round trip", n=len(latencies),
-                      latencies=latencies, cpu=cpu, note=note)
+        note = (
+            "" if len(latencies) == calls else f"capped: {len(latencies):,} calls in {budget:.0f}s"
+        )
+        return result(
+            self.peer,
+            f"{self.peer} round trip",
+            n=len(latencies),
+            latencies=latencies,
+            cpu=cpu,
+            note=note,
+        )
+
+
+def peer_worker(peer: str, results: bool) -> None:
+    """Run a streaq or arq worker (peers venv), logging warnings only."""
+    sys.path.insert(0, str(HERE))
+    if peer == "streaq":
+        import peer_streaq
+
+        (peer_streaq.worker_results if results else peer_streaq.worker).run_sync()
+    else:
+        import peer_arq
+        from arq.worker import run_worker
+
+        run_worker(peer_arq.WorkerSettingsResults if results else peer_arq.WorkerSettings)
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -925,6 +968,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-consume", nargs=3, metavar=("URL", "MODE", "COUNT"))
     parser.add_argument("--raw-echo", metavar="URL")
     parser.add_argument("--peer", choices=sorted(PEERS))
+    parser.add_argument("--peer-worker", nargs=2, metavar=("PEER", "RESULTS"))
     parser.add_argument("--redis-url")
     parser.add_argument("--redis-pid", type=int, default=0)
     ns = parser.parse_args(argv)
@@ -935,6 +979,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if ns.raw_echo:
         run_loop(raw_echo(ns.raw_echo))
+        return 0
+    if ns.peer_worker:
+        peer_worker(ns.peer_worker[0], ns.peer_worker[1] == "1")
         return 0
     if ns.peer:
         driver = PeerDriver(ns.peer, ns.redis_url, ns.redis_pid)

@@ -222,7 +222,13 @@ class Turn[T]:
                 await fire(TurnHook.BEFORE_RUN, hooks, self.tags, self)
             args = _evaluate(self.args) if self.args else ()
             kwargs = _evaluate_kwargs(self.kwargs) if self.kwargs else {}
-            result = await self._await_with_timeout(self.tool(*args, **kwargs))
+            coro = self.tool(*args, **kwargs)
+            try:  # first step inline: a tool that never suspends needs no timer
+                pending = coro.send(None)
+            except StopIteration as stop:
+                result = stop.value
+            else:
+                result = await self._resume_with_timeout(coro, pending)
             object.__setattr__(self, "output", result)
             reason = StopReason.COMPLETED
             if hooks or _G_AFTER:
@@ -232,15 +238,14 @@ class Turn[T]:
             reason = await self._failed(exc, hooks)
             raise
         finally:
-            await self._finish(reason, hooks)
+            self._end(reason)
+            if hooks or _G_COMPLETE:
+                await fire(TurnHook.ON_COMPLETE, hooks, self.tags, self, reason)
             if context is not None:
                 _seams.active_context.set(previous)
 
-    async def _await_with_timeout(self, coro: Any) -> Any:
-        try:
-            pending = coro.send(None)
-        except StopIteration as stop:
-            return stop.value
+    async def _resume_with_timeout(self, coro: Any, pending: Any) -> Any:
+        """Finish a tool call that suspended on its first step, within ``timeout``."""
         try:
             async with asyncio.timeout(self.timeout):
                 return await _Resumed(coro, pending)
@@ -266,11 +271,14 @@ class Turn[T]:
             return StopReason.ERROR
         return StopReason.CANCELLED
 
-    async def _finish(self, reason: StopReason, hooks: Sequence[Hook]) -> None:
+    def _end(self, reason: StopReason) -> None:
         metadata = self.metadata
         metadata.end_time = _now()
         metadata.stop_reason = reason
         object.__setattr__(self, "_running", False)
+
+    async def _finish(self, reason: StopReason, hooks: Sequence[Hook]) -> None:
+        self._end(reason)
         if hooks or _G_COMPLETE:
             await fire(TurnHook.ON_COMPLETE, hooks, self.tags, self, reason)
 
@@ -307,16 +315,27 @@ class Turn[T]:
             args = _evaluate(self.args) if self.args else ()
             kwargs = _evaluate_kwargs(self.kwargs) if self.kwargs else {}
             source = self.tool(*args, **kwargs)
+            anext_ = source.__anext__
+            loop_time = loop.time
+            append = values.append
             try:
                 while True:
                     var.set(inner)
-                    try:
-                        value = await self._next_before(source, deadline, loop)
+                    try:  # each step inline, as in _returning: a timer only if it suspends
+                        if loop_time() >= deadline:
+                            raise self._timeout_error()
+                        step = anext_()
+                        try:
+                            pending = step.send(None)
+                        except StopIteration as stop:
+                            value = stop.value
+                        else:
+                            value = await self._resume_before(step, pending, deadline)
                     except StopAsyncIteration:
                         break
                     finally:
                         var.set(outer)
-                    values.append(value)
+                    append(value)
                     yield value
             finally:
                 await source.aclose()
@@ -337,14 +356,8 @@ class Turn[T]:
             finally:
                 var.set(outer)
 
-    async def _next_before(self, source: Any, deadline: float, loop: Any) -> Any:
-        if loop.time() >= deadline:
-            raise self._timeout_error()
-        step = source.__anext__()
-        try:
-            pending = step.send(None)
-        except StopIteration as stop:
-            return stop.value
+    async def _resume_before(self, step: Any, pending: Any, deadline: float) -> Any:
+        """Finish a generator step that suspended, within the turn's deadline."""
         try:
             async with asyncio.timeout_at(deadline):
                 return await _Resumed(step, pending)

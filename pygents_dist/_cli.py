@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import os
 import signal
 import sys
@@ -20,10 +19,10 @@ from typing import Any
 
 from pygents.agent import Agent
 from pygents.registry import AgentRegistry
-from pygents_dist import _log
+from pygents_dist import _log, _wire
 from pygents_dist._client import Client, default_namespace, default_redis_url
 from pygents_dist._worker import Worker, WorkerSettings
-from pygents_dist.errors import ConnectionLostError, DistError, UnknownAgentError
+from pygents_dist.errors import ConnectionLostError, DistError
 
 __all__ = ["main", "worker_main"]
 
@@ -96,6 +95,27 @@ def _worker_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (INFO)")
     p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (off by default)",
+    )
+    p.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address the metrics server binds (0.0.0.0)"
+    )
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=_wire.Limits().max_bytes,
+        help="dead-letter turns larger than this, refuse values larger (1 MiB)",
+    )
+    p.add_argument(
+        "--max-depth",
+        type=int,
+        default=_wire.Limits().max_depth,
+        help="dead-letter turns nested deeper than this (32)",
+    )
     return p
 
 
@@ -115,7 +135,12 @@ def _load_agents(target: str) -> list[Agent]:
 
 
 def _settings(ns: argparse.Namespace) -> WorkerSettings:
-    secrets = [s.encode() for s in os.environ.get("PYGENTS_SECRETS", "").split(",") if s]
+    secrets = [s.strip().encode() for s in os.environ.get("PYGENTS_SECRETS", "").split(",")]
+    secrets = [s for s in secrets if s]
+    if ns.metrics_port is not None and not 0 <= ns.metrics_port < 65536:
+        raise ValueError(f"--metrics-port {ns.metrics_port} is not a TCP port")
+    if ns.max_message_bytes < 1024 or ns.max_depth < 2:
+        raise ValueError("--max-message-bytes must be >= 1024 and --max-depth >= 2")
     return WorkerSettings(
         redis_url=ns.redis_url,
         namespace=ns.namespace,
@@ -127,6 +152,9 @@ def _settings(ns: argparse.Namespace) -> WorkerSettings:
         grace_seconds=ns.grace,
         secrets=secrets,
         parallel=_parallel(ns.parallel),
+        limits=_wire.Limits(ns.max_message_bytes, ns.max_depth),
+        metrics_port=ns.metrics_port,
+        metrics_host=ns.metrics_host,
     )
 
 
@@ -198,67 +226,132 @@ def _safe_url(url: str) -> str:
 
 
 def _ops_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pygents", description="Operate a pygents_dist deployment.")
-    p.add_argument("--redis-url", default=default_redis_url(), help="Redis URL")
-    p.add_argument("--namespace", default=default_namespace(), help="key namespace")
+    # --json is accepted before or after the command: the sub-parsers' copy defaults to
+    # SUPPRESS so it does not overwrite the top-level value.
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    p = argparse.ArgumentParser(
+        prog="pygents",
+        description="Operate a pygents_dist deployment. Exit status: 0 ok, 1 failed, "
+        "2 bad usage, 3 Redis unreachable.",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=default_redis_url(),
+        help="Redis URL (default: $PYGENTS_REDIS_URL or redis://localhost:6379/0)",
+    )
+    p.add_argument(
+        "--namespace",
+        default=default_namespace(),
+        help="key namespace (default: $PYGENTS_NAMESPACE or none)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("status", help="agents, queue depths, leases, workers, dead letters")
+    st = sub.add_parser(
+        "status", parents=[as_json], help="agents, queue depths, leases, workers, dead letters"
+    )
     st.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
-    send = sub.add_parser("send", help="send a turn to an agent")
+    send = sub.add_parser(
+        "send",
+        parents=[as_json],
+        help="send a turn to an agent",
+        description="Send a turn. Signed with $PYGENTS_SECRET (or the first key of "
+        "$PYGENTS_SECRETS) when set.",
+    )
     send.add_argument("agent")
     send.add_argument("tool")
     send.add_argument("--kwargs", default="{}", help='JSON object of arguments, e.g. {"n": 3}')
+    send.add_argument("--args", default="[]", help="JSON array of positional arguments")
     send.add_argument("--timeout", type=float, default=60.0, help="turn timeout in seconds")
-    send.add_argument("--wait", action="store_true", help="wait and print the result/values")
-    send.add_argument("--stream", action="store_true", help="print values of a generator tool")
+    send.add_argument("--trace", help="W3C traceparent to continue (default: a new trace)")
+    mode = send.add_mutually_exclusive_group()
+    mode.add_argument("--wait", action="store_true", help="wait for the turn and print its result")
+    mode.add_argument("--stream", action="store_true", help="print a generator tool's values")
+    send.add_argument(
+        "--wait-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --wait/--stream, give up after SECONDS (default: --timeout + 60)",
+    )
     for name, text in (("pause", "hold an agent on every worker"), ("resume", "release it")):
-        sub.add_parser(name, help=text).add_argument("agent")
+        sub.add_parser(name, parents=[as_json], help=text).add_argument("agent")
     dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
-    dlq_sub.add_parser("list", help="list dead letters").add_argument(
-        "--count", type=int, default=50
+    listing = dlq_sub.add_parser("list", parents=[as_json], help="list dead letters, oldest first")
+    listing.add_argument("--count", type=int, default=50, help="at most this many (50)")
+    dlq_sub.add_parser("show", parents=[as_json], help="one dead letter in full").add_argument(
+        "entry_id"
     )
-    dlq_sub.add_parser("show", help="one dead letter in full").add_argument("entry_id")
-    replay = dlq_sub.add_parser("replay", help="send dead letters to their agents again")
-    replay.add_argument("entry_ids", nargs="*", help="entry ids (default: all)")
-    purge = dlq_sub.add_parser("purge", help="delete dead letters")
-    purge.add_argument("entry_ids", nargs="*", help="entry ids (default: all)")
+    for name, text in (
+        ("replay", "send dead letters to their agents again (then delete them)"),
+        ("purge", "delete dead letters"),
+    ):
+        action = dlq_sub.add_parser(name, parents=[as_json], help=text)
+        action.add_argument("entry_ids", nargs="*", help="entry ids (default: all)")
+    for action in (listing, dlq_sub.choices["replay"], dlq_sub.choices["purge"]):
+        action.add_argument("--agent", help="only dead letters of this agent")
+        action.add_argument("--reason", help="only dead letters with this reason")
     return p
+
+
+def _cli_secret() -> str | None:
+    secrets = [s.strip() for s in os.environ.get("PYGENTS_SECRETS", "").split(",") if s.strip()]
+    return os.environ.get("PYGENTS_SECRET") or (secrets[0] if secrets else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pygents``; returns the exit code."""
+    from pygents_dist import _ops
+
     ns = _ops_parser().parse_args(argv)
+    arguments: tuple[list[Any], dict[str, Any]] = ([], {})
     try:
-        return asyncio.run(_ops(ns))
-    except ConnectionLostError:
-        return _fail(f"Redis unreachable at {_safe_url(ns.redis_url)}", EXIT_REDIS)
-    except UnknownAgentError as exc:
-        return _fail(str(exc), EXIT_FAILED)
+        if ns.command == "send":
+            arguments = _ops.parse_json_arguments(ns)
+        if getattr(ns, "count", 1) < 1:
+            raise _ops.UsageError("--count must be at least 1")
+        if ns.command == "status" and ns.watch is not None and ns.watch <= 0:
+            raise _ops.UsageError("--watch takes a positive number of seconds")
+        client = Client(
+            ns.redis_url, namespace=ns.namespace, secret=_cli_secret(), socket_connect_timeout=5
+        )
+    except _ops.UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except ValueError as exc:  # redis-py refusing the URL
+        return _fail(f"bad --redis-url {_safe_url(ns.redis_url)!r}: {exc}", EXIT_USAGE)
+    try:
+        return asyncio.run(_ops_main(client, ns, arguments))
+    except ConnectionLostError as exc:
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        return _fail(f"Redis unreachable at {_safe_url(ns.redis_url)}{cause}", EXIT_REDIS)
+    except _ops.UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     except DistError as exc:
         return _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         return 130
 
 
-async def _ops(ns: argparse.Namespace) -> int:
+async def _ops_main(
+    client: Client, ns: argparse.Namespace, arguments: tuple[list[Any], dict[str, Any]]
+) -> int:
     from pygents_dist import _ops
 
-    async with Client(ns.redis_url, namespace=ns.namespace) as client:
+    async with client:
         await client.transport.ping()
         if ns.command == "status":
             return await _ops.status(client, ns.json, ns.watch)
         if ns.command == "send":
-            try:
-                kwargs = json.loads(ns.kwargs)
-            except json.JSONDecodeError as exc:
-                return _fail(f"--kwargs is not valid JSON: {exc}", EXIT_USAGE)
-            if not isinstance(kwargs, dict):
-                return _fail("--kwargs must be a JSON object", EXIT_USAGE)
-            return await _ops.send(client, ns, kwargs)
+            return await _ops.send(client, ns, *arguments)
         if ns.command in ("pause", "resume"):
             await getattr(client, ns.command)(ns.agent)
-            _ops.emit(ns.json, {"agent": ns.agent, "paused": ns.command == "pause"})
+            paused = ns.command == "pause"
+            _ops.emit(
+                ns.json,
+                {"agent": ns.agent, "paused": paused},
+                f"{ns.agent}: {'paused on every worker' if paused else 'resumed'}",
+            )
             return 0
         return await _ops.dead_letters(client, ns)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pygents.registry import HookRegistry
 from pygents.turn import Turn
-from pygents_dist import _wire
+from pygents_dist import _trace, _wire
 from pygents_dist._transport import Transport
 from pygents_dist.errors import (
     DeadLetteredError,
@@ -109,6 +109,7 @@ class Client:
         timeout: float,
         reply: bool,
         turn_id: str | None,
+        trace: str | None = None,
     ) -> tuple[str, bytes, bytes]:
         hooks: dict[str, list[str]] = {}
         tags: list[str] = []
@@ -130,6 +131,8 @@ class Client:
             tags=tags,
             hooks=hooks,
             reply=reply,
+            # Inside a running turn a send continues its trace; elsewhere a new trace starts.
+            trace=trace if _trace.ids(trace) else _trace.child(_trace.current.get()),
             limits=self.limits,
         )
         signature = _wire.sign(data, self.secret) if self.secret else b""
@@ -145,11 +148,14 @@ class Client:
         timeout: float = 60.0,
         reply: bool = False,
         turn_id: str | None = None,
+        trace: str | None = None,
     ) -> str:
         """Queue a turn on ``agent`` and return its id, without waiting for it to run.
 
         ``tool`` is a tool name, or a core ``Turn`` (its arguments, timeout, tags and hooks
-        are sent). When this returns, the turn is stored in Redis.
+        are sent). ``trace`` is a W3C ``traceparent`` to continue (default: the running
+        turn's trace inside a worker, else a new trace). When this returns, the turn is
+        stored in Redis.
 
         Raises:
             UnknownAgentError: no worker has declared ``agent``.
@@ -158,7 +164,7 @@ class Client:
         """
         await self._check_agent(agent)
         turn_id, data, signature = self._envelope(
-            agent, tool, args, kwargs, timeout, reply, turn_id
+            agent, tool, args, kwargs, timeout, reply, turn_id, trace
         )
         await self.transport.send_turns([(agent, turn_id, data, signature)])
         return turn_id
@@ -184,6 +190,7 @@ class Client:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         timeout: float = 60.0,
+        trace: str | None = None,
     ) -> Any:
         """Run a coroutine tool on ``agent`` and return its result.
 
@@ -197,7 +204,7 @@ class Client:
             TurnCancelledError: the turn was cancelled.
         """
         turn_id = await self.send(
-            agent, tool, args=args, kwargs=kwargs, timeout=timeout, reply=True
+            agent, tool, args=args, kwargs=kwargs, timeout=timeout, reply=True, trace=trace
         )
         result: Any = None
         async for kind, _seq, value in self._replies(agent, turn_id, -1):
@@ -213,13 +220,14 @@ class Client:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         timeout: float = 60.0,
+        trace: str | None = None,
     ) -> AsyncIterator[Any]:
         """Run an async-generator tool on ``agent``, yielding its values as produced.
 
         Raises the same errors as ``call``, at the point of failure.
         """
         turn_id = await self.send(
-            agent, tool, args=args, kwargs=kwargs, timeout=timeout, reply=True
+            agent, tool, args=args, kwargs=kwargs, timeout=timeout, reply=True, trace=trace
         )
         async for value in self.results(agent, turn_id):
             yield value

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 
 from pygents_dist._transport import Transport
@@ -25,9 +27,16 @@ _log = logging.getLogger("pygents_dist.lock")
 class RedisLocks:
     """A lock provider for ``pygents._seams.set_lock_provider``: Redis leases by name."""
 
-    def __init__(self, transport: Transport, lease_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        lease_ms: int = 10_000,
+        on_wait: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.transport = transport
         self.lease_ms = lease_ms
+        #: Called with the lock name and the seconds spent waiting, once it is held.
+        self.on_wait = on_wait
 
     def __call__(self, name: str, local: asyncio.Lock) -> _HeldLock:
         return _HeldLock(self, name, local)
@@ -45,6 +54,7 @@ class _HeldLock:
 
     async def __aenter__(self) -> None:
         # Queue up locally first so one process sends one contender to Redis, not many.
+        started = time.monotonic()
         await self._local.acquire()
         try:
             delay = 0.002
@@ -55,6 +65,8 @@ class _HeldLock:
         except BaseException:
             self._local.release()
             raise
+        if self._locks.on_wait is not None:
+            self._locks.on_wait(self._name, time.monotonic() - started)
         self._renewer = asyncio.create_task(self._renew(), name=f"renew {self._name}")
 
     async def _renew(self) -> None:

@@ -1,19 +1,42 @@
 """Structured logging for workers: every line carries worker, agent and turn when known.
 
 ``configure(level, json=True)`` prints one JSON object a line (for log shippers); the text
-format puts the same fields at the end of a readable line.
+format puts the same fields at the end of a readable line. ``ContextFilter`` (installed by
+``configure``) adds the worker id and the running turn's W3C trace and span ids to every
+record, from context variables the worker sets, so lines logged by user tools carry them too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
 import time
 
-__all__ = ["configure"]
+from pygents_dist import _trace
 
-_FIELDS = ("worker", "agent", "turn", "tool", "reason")
+__all__ = ["ContextFilter", "configure", "current_worker"]
+
+_FIELDS = ("worker", "agent", "turn", "tool", "reason", "trace", "span")
+
+#: The id of the worker whose task is logging (set by ``Worker.run``).
+current_worker: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "pygents_dist_worker", default=None
+)
+
+
+class ContextFilter(logging.Filter):
+    """Adds ``worker``, ``trace`` and ``span`` to records that do not set them already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "worker", None) is None:
+            record.worker = current_worker.get()
+        if getattr(record, "trace", None) is None:
+            parsed = _trace.ids(_trace.current.get())
+            if parsed is not None:
+                record.trace, record.span = parsed
+        return True
 
 
 class _JsonFormatter(logging.Formatter):
@@ -48,11 +71,14 @@ class _TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", json_lines: bool = False) -> None:
-    """Send pygents and pygents_dist logs to stderr at ``level``."""
+    """Send logs to stderr at ``level``: pygents, pygents_dist and (through the root logger)
+    the served application's own loggers, all in one format with the context fields."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if json_lines else _TextFormatter())
-    for name in ("pygents", "pygents_dist"):
+    handler.addFilter(ContextFilter())
+    for name in ("pygents", "pygents_dist", ""):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())
-        logger.propagate = False
+        if name:
+            logger.propagate = False

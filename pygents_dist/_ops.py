@@ -1,37 +1,108 @@
-"""What the ``pygents`` ops commands do: status, send, dead letters. Output is text or JSON."""
+"""What the ``pygents`` ops commands do: status, send, pause/resume, dead letters.
+
+Output is text for people or, with ``--json``, one JSON document a line. Problems print one
+``error: ...`` line on stderr (``_cli`` maps them to exit codes); input is checked before
+anything is sent, so a refused command leaves Redis as it was. Long operations (replaying or
+purging thousands of dead letters) report progress on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pygents_dist import _wire
 from pygents_dist._client import Client
+from pygents_dist._transport import Entry
+from pygents_dist.errors import DistError, UnknownAgentError
 
-__all__ = ["dead_letters", "emit", "send", "status"]
+__all__ = ["UsageError", "dead_letters", "emit", "parse_json_arguments", "send", "status"]
+
+_PAGE = 500
+
+
+class UsageError(DistError):
+    """Bad command-line input, found before anything was sent."""
 
 
 def emit(as_json: bool, data: Any, text: str | None = None) -> None:
     """Print ``data`` as JSON, or ``text`` (default: ``data`` as JSON too)."""
     if as_json or text is None:
-        print(json.dumps(data, default=str))
+        print(json.dumps(data, default=_jsonable), flush=True)
     else:
-        print(text)
+        print(text, flush=True)
 
 
-def _progress(done: int, total: int, what: str) -> None:
-    if not sys.stderr.isatty() and done not in (total,) and done % 1000:
-        return
-    width = 30
-    filled = int(width * done / total) if total else width
-    sys.stderr.write(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=_jsonable)
+
+
+def parse_json_arguments(ns: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """``(args, kwargs)`` from ``--args`` / ``--kwargs``.
+
+    Raises:
+        UsageError: not valid JSON, or not a list / an object.
+    """
+    try:
+        kwargs = json.loads(ns.kwargs)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--kwargs is not valid JSON ({exc}): {ns.kwargs!r}") from None
+    if not isinstance(kwargs, dict):
+        raise UsageError(f'--kwargs must be a JSON object like {{"n": 3}}, got {ns.kwargs!r}')
+    try:
+        args = json.loads(ns.args)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--args is not valid JSON ({exc}): {ns.args!r}") from None
+    if not isinstance(args, list):
+        raise UsageError(f"--args must be a JSON array like [1, 2], got {ns.args!r}")
+    return args, kwargs
+
+
+class _Progress:
+    """``what [####....] done/total`` on a terminal; a line every 1000 (and at the end)
+    otherwise, so logs of a CI job or a pipe stay short."""
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what = what
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self.shown = 0
+
+    def update(self, done: int) -> None:
+        total = max(self.total, done)
+        if self.tty:
+            width = 30
+            filled = int(width * done / total) if total else width
+            bar = "#" * filled + "." * (width - filled)
+            sys.stderr.write(f"\r{self.what} [{bar}] {done}/{total}")
+        elif done - self.shown >= 1000:
+            sys.stderr.write(f"{self.what}: {done}/{total}\n")
+            self.shown = done
+        sys.stderr.flush()
+
+    def finish(self, done: int) -> None:
+        if self.tty:
+            self.update(done)
+            sys.stderr.write("\n")
+        elif done != self.shown and done >= 1000:
+            sys.stderr.write(f"{self.what}: {done}/{max(self.total, done)}\n")
+        sys.stderr.flush()
+
+
+# -- status ------------------------------------------------------------------------------
 
 
 async def _snapshot(client: Client) -> dict[str, Any]:
@@ -46,11 +117,21 @@ async def _snapshot(client: Client) -> dict[str, Any]:
         )
     workers = []
     for worker_id, blob in sorted((await transport.workers()).items()):
-        info = _wire.unpack(blob)
+        try:
+            info = _wire.unpack(blob)
+        except Exception:
+            info = {}
+        if not isinstance(info, dict):
+            info = {}
         info["id"] = worker_id
         info["heartbeat_age_s"] = round(time.time() - float(info.get("ts", 0)), 1)
         workers.append(info)
-    return {"agents": rows, "workers": workers, "dead_letters": await transport.dead_count()}
+    return {
+        "ts": round(time.time(), 3),
+        "agents": rows,
+        "workers": workers,
+        "dead_letters": await transport.dead_count(),
+    }
 
 
 def _render(snapshot: dict[str, Any]) -> str:
@@ -62,6 +143,8 @@ def _render(snapshot: dict[str, Any]) -> str:
             f"{'-' if age is None else f'{age}s':>8} {'yes' if row['paused'] else 'no':>6}  "
             f"{row['owner'] or '-'}"
         )
+    if not snapshot["agents"]:
+        lines.append("(no agents declared: is a worker running with this namespace?)")
     lines.append("")
     lines.append(f"{'WORKER':<40} {'AGENTS':>6} {'TURNS':>8} {'BEAT':>6}  VERSION")
     for w in snapshot["workers"]:
@@ -69,36 +152,93 @@ def _render(snapshot: dict[str, Any]) -> str:
             f"{w['id']:<40} {w.get('agents', 0):>6} {w.get('turns', 0):>8} "
             f"{w['heartbeat_age_s']:>5}s  {w.get('version', '?')}"
         )
+    if not snapshot["workers"]:
+        lines.append("(no live workers)")
     lines.append("")
     lines.append(f"dead letters: {snapshot['dead_letters']}")
     return "\n".join(lines)
 
 
 async def status(client: Client, as_json: bool, watch: float | None) -> int:
-    """Print agents, workers and dead-letter count, once or every ``watch`` seconds."""
+    """Print agents, workers and the dead-letter count, once or every ``watch`` seconds.
+
+    With ``watch``, runs until SIGINT/SIGTERM and then exits 0; with ``--json`` each refresh
+    is one JSON line.
+    """
+    stop = asyncio.Event()
+    if watch:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     while True:
         snapshot = await _snapshot(client)
-        if watch and not as_json:
+        if watch and not as_json and sys.stdout.isatty():
             sys.stdout.write("\x1b[2J\x1b[H")
         emit(as_json, snapshot, _render(snapshot))
         if not watch:
             return 0
-        await asyncio.sleep(watch)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), watch)
+        if stop.is_set():
+            return 0
 
 
-async def send(client: Client, ns: argparse.Namespace, kwargs: dict[str, Any]) -> int:
-    """Send one turn; with ``--wait``/``--stream`` print its result or values."""
-    if ns.stream:
-        async for value in client.stream(ns.agent, ns.tool, kwargs=kwargs, timeout=ns.timeout):
-            emit(ns.json, value, str(value))
+# -- send --------------------------------------------------------------------------------
+
+
+async def _check_tool(client: Client, agent: str, tool: str) -> None:
+    transport = client.transport
+    blob = await transport.run(lambda r: r.hget(transport.keys.directory, agent), "lookup")
+    if blob is None:
+        known = sorted(await transport.directory())
+        hint = f"; declared agents: {', '.join(known[:20])}" if known else ""
+        raise UnknownAgentError(f"no worker has declared an agent named {agent!r}{hint}")
+    try:
+        tools = _wire.unpack(blob).get("tools") or []
+    except Exception:
+        return  # an unreadable description: let the worker judge
+    if tool not in tools:
+        raise UsageError(f"agent {agent!r} has no tool {tool!r}; its tools: {', '.join(tools)}")
+
+
+async def send(
+    client: Client, ns: argparse.Namespace, args: list[Any], kwargs: dict[str, Any]
+) -> int:
+    """Send one turn; with ``--wait`` print its result, with ``--stream`` each value as it
+    arrives. Without either, print the turn id (the turn is stored in Redis by then)."""
+    await _check_tool(client, ns.agent, ns.tool)
+    waiting = ns.wait or ns.stream
+    turn_id = await client.send(
+        ns.agent,
+        ns.tool,
+        args=args,
+        kwargs=kwargs,
+        timeout=ns.timeout,
+        reply=waiting,
+        trace=ns.trace,
+    )
+    if not waiting:
+        emit(ns.json, {"turn_id": turn_id}, turn_id)
         return 0
-    if ns.wait:
-        result = await client.call(ns.agent, ns.tool, kwargs=kwargs, timeout=ns.timeout)
-        emit(ns.json, result, str(result))
-        return 0
-    turn_id = await client.send(ns.agent, ns.tool, kwargs=kwargs, timeout=ns.timeout)
-    emit(ns.json, {"turn_id": turn_id}, turn_id)
+    limit = ns.wait_timeout if ns.wait_timeout is not None else ns.timeout + 60
+    values = 0
+    try:
+        async with asyncio.timeout(limit):
+            async for kind, _seq, value in client._replies(ns.agent, turn_id, -1):
+                if kind == b"v":
+                    values += 1
+                    emit(ns.json, value, _show(value))
+                elif kind == b"e" and ns.wait and not (values and value is None):
+                    emit(ns.json, value, _show(value))
+    except TimeoutError:
+        raise DistError(
+            f"no result for turn {turn_id} within {limit:g}s; it stays queued "
+            "(see `pygents status`)"
+        ) from None
     return 0
+
+
+# -- dead letters ------------------------------------------------------------------------
 
 
 def _letter(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
@@ -108,47 +248,128 @@ def _letter(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
     return out
 
 
+def _id_key(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _matches(ns: argparse.Namespace) -> Callable[[dict[bytes, bytes]], bool]:
+    agent = getattr(ns, "agent", None)
+    reason = getattr(ns, "reason", None)
+
+    def check(fields: dict[bytes, bytes]) -> bool:
+        if agent and fields.get(b"agent", b"").decode(errors="replace") != agent:
+            return False
+        return not (reason and fields.get(b"reason", b"").decode(errors="replace") != reason)
+
+    return check
+
+
+async def _scan(client: Client, ns: argparse.Namespace) -> AsyncIterator[tuple[int, list[Entry]]]:
+    """``(letters scanned, those matching the filters)`` a page at a time, oldest first, up
+    to the newest letter that existed when the scan began (later ones are left alone).
+
+    Raises:
+        UsageError: an entry id given on the command line is not a dead letter.
+    """
+    transport = client.transport
+    matches = _matches(ns)
+    if ns.entry_ids:
+        found: list[Entry] = []
+        for entry_id in ns.entry_ids:
+            try:
+                _id_key(entry_id)
+            except ValueError:
+                raise UsageError(
+                    f"{entry_id!r} is not a stream entry id like 1700000000000-0"
+                ) from None
+            got = await transport.dead_letters(1, entry_id)
+            if not got or got[0][0].decode() != entry_id:
+                raise UsageError(f"no dead letter {entry_id} (nothing was changed)")
+            found.append(got[0])
+        yield len(found), [e for e in found if matches(e[1])]
+        return
+    newest = await transport.run(lambda r: r.xrevrange(transport.keys.dead, count=1), "dlq")
+    if not newest:
+        return
+    last = _id_key(newest[0][0])
+    after = "-"
+    while True:
+        page = await transport.dead_letters(_PAGE, after)
+        page = [e for e in page if _id_key(e[0]) <= last]
+        if not page:
+            return
+        after = "(" + page[-1][0].decode()
+        yield len(page), [e for e in page if matches(e[1])]
+
+
 async def dead_letters(client: Client, ns: argparse.Namespace) -> int:
     """``dlq list|show|replay|purge``."""
     transport = client.transport
+    if ns.action == "show":
+        return await _show_letter(client, ns)
     if ns.action == "list":
-        letters = [_letter(i, f) for i, f in await transport.dead_letters(ns.count)]
+        ns.entry_ids = []
+        letters: list[dict[str, Any]] = []
+        async for _scanned, page in _scan(client, ns):
+            letters.extend(_letter(i, f) for i, f in page)
+            if len(letters) >= ns.count:
+                break
+        letters = letters[: ns.count]
         text = "\n".join(
-            f"{d['entry']}  {d['agent']:<16} {d['reason']:<20} {d['detail']}" for d in letters
+            f"{d['entry']}  {d['agent']:<16} {d['reason']:<20} {d['id'] or '-':<32} {d['detail']}"
+            for d in letters
         )
         emit(ns.json, letters, text or "no dead letters")
         return 0
-    if ns.action == "show":
-        found = await transport.dead_letters(1, ns.entry_id)
-        if not found or found[0][0].decode() != ns.entry_id:
-            print(f"error: no dead letter {ns.entry_id}", file=sys.stderr)
-            return 1
-        entry_id, fields = found[0]
-        letter = _letter(entry_id, fields)
-        try:
-            letter["message"] = _wire.unpack(fields.get(b"m", b""))
-        except Exception:
-            letter["message_raw"] = fields.get(b"m", b"")[:2000].hex()
-        emit(ns.json, letter, json.dumps(letter, indent=2, default=str))
-        return 0
-    entries = await transport.dead_letters(1_000_000)
-    if ns.entry_ids:
-        wanted = set(ns.entry_ids)
-        entries = [e for e in entries if e[0].decode() in wanted]
+    total = len(ns.entry_ids) if ns.entry_ids else await transport.dead_count()
+    declared = set(await transport.directory())
+    verb = "replaying" if ns.action == "replay" else "purging"
+    progress = _Progress(verb, total)
+    done = skipped = scanned = 0
+    async for count, page in _scan(client, ns):
+        scanned += count
+        if ns.action == "purge":
+            done += await transport.delete_dead([i for i, _f in page])
+        else:
+            batch = []
+            for entry_id, f in page:
+                agent = f.get(b"agent", b"").decode(errors="replace")
+                if agent not in declared or b"m" not in f:
+                    skipped += 1
+                    continue
+                turn_id = f.get(b"id", b"").decode(errors="replace")
+                batch.append((entry_id, agent, turn_id, f[b"m"], f.get(b"s", b"")))
+            if batch:
+                await transport.requeue_dead(batch)
+            done += len(batch)
+        progress.update(scanned)
+    progress.finish(scanned)
     if ns.action == "purge":
-        removed = await transport.delete_dead([e[0] for e in entries])
-        emit(ns.json, {"purged": removed}, f"purged {removed} dead letter(s)")
+        emit(ns.json, {"purged": done}, f"purged {done} dead letter(s)")
         return 0
-    replayed = 0
-    for start in range(0, len(entries), 500):
-        chunk = entries[start : start + 500]
-        turns = [
-            (f[b"agent"].decode(), f.get(b"id", b"").decode(), f[b"m"], f.get(b"s", b""))
-            for _i, f in chunk
-        ]
-        await transport.send_turns(turns)
-        await transport.delete_dead([i for i, _f in chunk])
-        replayed += len(chunk)
-        _progress(replayed, len(entries), "replaying")
-    emit(ns.json, {"replayed": replayed}, f"replayed {replayed} dead letter(s)")
+    text = f"replayed {done} dead letter(s)"
+    if skipped:
+        text += f"; skipped {skipped} for agents no worker declares (or with no message)"
+    emit(ns.json, {"replayed": done, "skipped": skipped}, text)
+    return 0
+
+
+async def _show_letter(client: Client, ns: argparse.Namespace) -> int:
+    try:
+        _id_key(ns.entry_id)
+    except ValueError:
+        raise UsageError(f"{ns.entry_id!r} is not a stream entry id like 1700000000000-0") from None
+    found = await client.transport.dead_letters(1, ns.entry_id)
+    if not found or found[0][0].decode() != ns.entry_id:
+        raise UsageError(f"no dead letter {ns.entry_id}")
+    entry_id, fields = found[0]
+    letter = _letter(entry_id, fields)
+    try:
+        letter["message"] = _wire.unpack(fields.get(b"m", b""))
+    except Exception:
+        letter["message_raw"] = fields.get(b"m", b"")[:2000].hex()
+    letter["signed"] = bool(fields.get(b"s"))
+    emit(ns.json, letter, json.dumps(letter, indent=2, default=_jsonable))
     return 0

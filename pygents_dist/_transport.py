@@ -424,6 +424,24 @@ class Transport:
             return 0
         return int(await self._call(self.redis.xdel(self.keys.dead, *entry_ids), "dlq"))
 
+    async def requeue_dead(self, letters: Sequence[tuple[bytes, str, str, bytes, bytes]]) -> None:
+        """Send dead letters ``(entry id, agent, turn id, envelope, signature)`` to their
+        agents again, then delete them.
+
+        The turn ids leave the agents' dedup sets first (a dead-lettered turn is recorded as
+        done), so the replayed turns run. Not atomic across agents: a crash in between leaves
+        a letter that was already requeued, and replaying it again runs it again.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for _entry_id, agent, turn_id, data, signature in letters:
+            if turn_id:
+                pipe.zrem(self.keys.done(agent), turn_id)
+            pipe.xadd(self.keys.turns(agent), _turn_fields(turn_id, data, signature))
+        for agent in dict.fromkeys(letter[1] for letter in letters):
+            pipe.xadd(self.keys.ready, {b"a": agent}, maxlen=_READY_CAP, approximate=True)
+        await self._call(pipe.execute(), "replay")
+        await self.delete_dead([letter[0] for letter in letters])
+
     async def run(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
         """Run an ad-hoc operation on the client with this layer's error mapping."""
         return await self._call(fn(self.redis), what)

@@ -212,6 +212,10 @@ def _field(envelope: dict[str, Any], name: str, kind: type | tuple[type, ...]) -
     return value
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
     """The turn in an envelope.
 
@@ -237,8 +241,14 @@ def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
     if not _depth_ok(envelope, limits.max_depth + 2):
         raise WireError(DeadLetterReason.UNDECODABLE, f"nested deeper than {limits.max_depth}")
     hooks = envelope.get("hooks") or {}
-    if not isinstance(hooks, dict):
-        raise WireError(DeadLetterReason.UNDECODABLE, "field 'hooks' is not a map")
+    if not isinstance(hooks, dict) or not all(_strings(names) for names in hooks.values()):
+        raise WireError(DeadLetterReason.UNDECODABLE, "field 'hooks' is not a map of name arrays")
+    tags = envelope.get("tags") or []
+    if not _strings(tags):
+        raise WireError(DeadLetterReason.UNDECODABLE, "field 'tags' is not an array of strings")
+    ts = envelope.get("ts") or 0.0
+    if not isinstance(ts, int | float) or isinstance(ts, bool):
+        raise WireError(DeadLetterReason.UNDECODABLE, f"field 'ts' is not a number: {ts!r}")
     trace = envelope.get("trace")
     timeout = _field(envelope, "timeout", (int, float))
     if not 0 < timeout < 1e9:
@@ -250,10 +260,10 @@ def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
         args=_field(envelope, "args", list),
         kwargs=_field(envelope, "kwargs", dict),
         timeout=float(timeout),
-        tags=[str(t) for t in envelope.get("tags") or []],
+        tags=tags,
         hooks=hooks,
         reply=bool(envelope.get("reply", False)),
-        ts=float(envelope.get("ts") or 0.0),
+        ts=float(ts),
         trace=trace if isinstance(trace, str) else None,
     )
 

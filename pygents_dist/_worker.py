@@ -43,9 +43,10 @@ from pygents.errors import TurnTimeoutError, UnregisteredHookError, Unregistered
 from pygents.registry import AgentRegistry, HookRegistry, ToolRegistry
 from pygents.tool import BaseTool
 from pygents.turn import Turn
-from pygents_dist import _wire
+from pygents_dist import _metrics, _trace, _wire
 from pygents_dist._keys import check_agent_name
 from pygents_dist._lock import RedisLocks
+from pygents_dist._log import current_worker
 from pygents_dist._transport import Entry, Transport
 from pygents_dist.errors import (
     ConnectionLostError,
@@ -81,6 +82,8 @@ class WorkerSettings:
             stateless: their turns no longer run in stream order (default 1: an actor).
         limits: size and nesting limits for messages.
         redis_options: extra redis-py options (``ssl_ca_certs`` ...).
+        metrics_port: serve Prometheus metrics on this port (None: off).
+        metrics_host: the address the metrics server binds.
     """
 
     redis_url: str = "redis://localhost:6379/0"
@@ -97,6 +100,8 @@ class WorkerSettings:
     parallel: dict[str, int] = dataclasses.field(default_factory=dict)
     limits: _wire.Limits = dataclasses.field(default_factory=_wire.Limits)
     redis_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
 
 
 @dataclasses.dataclass(slots=True)
@@ -139,6 +144,7 @@ class _Router:
             timeout=turn.timeout,
             tags=sorted(turn.tags),
             hooks=HookRegistry.names_by_type(turn.hooks),
+            trace=_trace.child(_trace.current.get()),
             limits=worker.settings.limits,
         )
         signature = worker.sign(data)
@@ -197,6 +203,8 @@ class Worker:
         self._signals_from = b"$"
         self._signatures: dict[str, inspect.Signature] = {}
         self.stats = {"turns": 0, "batches": 0, "dead_lettered": 0, "failed": 0}
+        self.metrics = _metrics.Metrics(self.id, VERSION)
+        self.metrics.active = lambda: len(self._active)
 
     def sign(self, data: bytes) -> bytes:
         """The signature follow-ups and sends carry (empty when signing is off)."""
@@ -211,10 +219,19 @@ class Worker:
 
     async def run(self, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve until ``stop()``; then drain in-flight turns within the grace period."""
+        current_worker.set(self.id)
         _seams.set_router(_Router(self))
-        _seams.set_lock_provider(RedisLocks(self.transport, self.settings.lease_ms))
+        _seams.set_lock_provider(
+            RedisLocks(self.transport, self.settings.lease_ms, self.metrics.lock_waited)
+        )
+        metrics_server: asyncio.Server | None = None
         try:
             await self._start()
+            if self.settings.metrics_port is not None:
+                await self._refresh_depths()
+                metrics_server = await _metrics.serve(
+                    self.metrics, self.settings.metrics_host, self.settings.metrics_port
+                )
             if on_ready is not None:
                 on_ready(self.id)
             loops = [
@@ -223,11 +240,16 @@ class Worker:
                 asyncio.create_task(self._cancel_loop(), name="cancel"),
             ]
             await self._stopping.wait()
-            for loop in loops:
-                loop.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
-            await self._drain()
+            loops[0].cancel()  # take no new turns, but keep heartbeat, lease renewal and
+            try:  # cancels going while in-flight turns finish, or they would lose their
+                await self._drain()  # agents (and their commits) after one lease
+            finally:
+                for loop in loops:
+                    loop.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
         finally:
+            if metrics_server is not None:
+                metrics_server.close()
             _seams.set_router(None)
             _seams.set_lock_provider(None)
             with contextlib.suppress(Exception):
@@ -287,14 +309,14 @@ class Worker:
             try:
                 entries = await self.transport.read_signals(self._signals_from, 1000)
                 backoff = 0.05
-            except ConnectionLostError as exc:
+            except Exception as exc:  # never let the loop die: the worker would go silent
                 _log.warning("signals: %s; retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             for entry_id, fields in entries:
                 self._signals_from = entry_id
-                name = fields.get(b"a", b"").decode()
+                name = fields.get(b"a", b"").decode(errors="replace")
                 if name in self.agents:
                     self._schedule(name)
 
@@ -308,6 +330,8 @@ class Worker:
                 scans += 1
             except ConnectionLostError as exc:
                 _log.warning("maintenance: %s", exc)
+            except Exception:  # keep heartbeating and sweeping whatever went wrong
+                _log.exception("maintenance round failed")
 
     async def _maintain(self, round_no: int) -> None:
         transport = self.transport
@@ -326,6 +350,13 @@ class Worker:
                 self._schedule(agent)
         if round_no % 3 == 2:
             await self._scan()
+        if self.settings.metrics_port is not None:
+            await self._refresh_depths()
+
+    async def _refresh_depths(self) -> None:
+        names = list(self.agents)
+        depths = await self.transport.backlog(names)
+        self.metrics.set_depths(dict(zip(names, depths, strict=True)))
 
     async def _cancel_loop(self) -> None:
         while True:
@@ -407,8 +438,10 @@ class Worker:
         pending = bool(counts)
         size = self.settings.batch
         while not self._stopping.is_set():
+            # Entries taken over from a dead owner run one per commit: the delivery count
+            # (lua/claim.lua) then blames only the turn that was running when a worker died.
             status, entries, flags = await self.transport.fetch(
-                agent, owner, self.id, size, pending
+                agent, owner, self.id, 1 if pending else size, pending
             )
             if status == -3:
                 await self.transport.ensure_group(agent)
@@ -447,10 +480,14 @@ class Worker:
                 turn_id = fields.get(b"id", b"").decode(errors="replace")
                 if flag == b"d":
                     continue  # committed before: drop the duplicate
-                ops["tid"].append(turn_id)
+                if turn_id:  # an entry without an id must not mark later ones as duplicates
+                    ops["tid"].append(turn_id)
                 if counts.get(entry_id, 0) > self.settings.max_deliveries:
                     detail = f"delivered {counts[entry_id]} times without completing"
-                    await self._dead(agent, fields, DeadLetterReason.TOO_MANY_DELIVERIES, detail)
+                    reason = DeadLetterReason.TOO_MANY_DELIVERIES
+                    await self._dead(agent, fields, reason, detail)
+                    if turn_id:
+                        self._reply_error(agent, turn_id, ops, replies, detail, reason=reason)
                     continue
                 entry = self._run_entry(agent, turn_id, fields, flag == b"c", ops, replies)
                 if parallel == 1:
@@ -500,15 +537,25 @@ class Worker:
         data = fields.get(b"m", b"")
         secrets = self.settings.secrets
         if secrets and not _wire.verify(data, fields.get(b"s"), secrets):
-            await self._dead(agent, fields, DeadLetterReason.BAD_SIGNATURE, "unsigned or forged")
+            detail = "unsigned or forged (signature does not match any PYGENTS_SECRETS key)"
+            await self._dead(agent, fields, DeadLetterReason.BAD_SIGNATURE, detail)
+            if turn_id:
+                reason = DeadLetterReason.BAD_SIGNATURE
+                self._reply_error(agent, turn_id, ops, replies, detail, reason=reason)
             return
         try:
             message = _wire.decode_turn(data, self.settings.limits)
             turn = self._build_turn(agent, message)
         except _wire.WireError as exc:
             await self._dead(agent, fields, exc.reason, exc.detail)
-            if exc.reason is not DeadLetterReason.UNDECODABLE:
+            if turn_id:  # even an oversized or mangled turn's sender learns why
                 self._reply_error(agent, turn_id, ops, replies, exc.detail, reason=exc.reason)
+            return
+        except Exception as exc:  # a message no check foresaw must not stall its agent
+            reason, detail = DeadLetterReason.UNDECODABLE, f"{type(exc).__name__}: {exc}"
+            await self._dead(agent, fields, reason, detail)
+            if turn_id:
+                self._reply_error(agent, turn_id, ops, replies, detail, reason=reason)
             return
         reply_index = -1
         if message.reply:
@@ -517,7 +564,13 @@ class Worker:
         if cancelled:
             self._error_entry(ops, reply_index, "TurnCancelledError", "cancelled before it ran")
             return
-        await self._execute(agent, turn_id, turn, reply_index, ops)
+        trace_token = _trace.current.set(
+            message.trace if _trace.ids(message.trace) else _trace.new_traceparent()
+        )
+        try:
+            await self._execute(agent, turn_id, turn, reply_index, ops)
+        finally:
+            _trace.current.reset(trace_token)
 
     def _build_turn(self, agent: str, message: _wire.TurnMessage) -> Turn[Any]:
         served = self.agents[agent]
@@ -586,6 +639,8 @@ class Worker:
         cancellable = self.settings.parallel.get(agent, 1) == 1
         if cancellable:  # parallel turns are cancellable only before they start
             self._running_turn[agent] = turn_id
+        metrics, started, ok = self.metrics, time.perf_counter(), False
+        metrics.turn_started(agent)
         try:
             async for _turn, value in served.run_turn(turn):
                 if reply_index < 0:
@@ -597,6 +652,7 @@ class Worker:
                 else:
                     result = value
             self.stats["turns"] += 1
+            ok = True
             if reply_index > 0:
                 data = _wire.encode_value(None if streaming else result, self.settings.limits)
                 ops["rp"].append([reply_index, b"e", seq, data])
@@ -628,6 +684,15 @@ class Worker:
         finally:
             if cancellable:
                 self._running_turn.pop(agent, None)
+            elapsed = time.perf_counter() - started
+            metrics.turn_finished(agent, elapsed, ok)
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug(
+                    "turn %s in %.3fs",
+                    "done" if ok else "failed",
+                    elapsed,
+                    extra={"agent": agent, "turn": turn_id, "tool": turn.tool.__name__},
+                )
 
     def _error_entry(
         self,
@@ -661,6 +726,7 @@ class Worker:
         self, agent: str, fields: dict[bytes, bytes], reason: DeadLetterReason, detail: str
     ) -> None:
         self.stats["dead_lettered"] += 1
+        self.metrics.dead_lettered(agent, reason.value)
         turn_id = fields.get(b"id", b"")
         _log.warning(
             "dead-lettered: %s",

@@ -176,7 +176,8 @@ async def test_chains_survive_random_sigkills(
         seconds=round(elapsed, 1),
         max_consumers_per_group=max(groups.values()),
     )
-    assert max(groups.values()) <= scenario.workers + 1, f"dead consumers kept: {groups}"
+    # The last worker to take an agent over deletes the consumers of dead workers.
+    assert max(groups.values()) <= 1, f"consumers of dead workers kept: {groups}"
 
 
 def agents_ids(scenario: Scenario) -> range:
