@@ -82,6 +82,12 @@ def _worker_parser() -> argparse.ArgumentParser:
         help="dead-letter a turn whose workers died this many times running it (5)",
     )
     p.add_argument(
+        "--dedup-window-ms",
+        type=int,
+        default=600_000,
+        help="how long committed turn ids are kept to drop duplicate deliveries (600000)",
+    )
+    p.add_argument(
         "--grace",
         type=float,
         default=30.0,
@@ -150,6 +156,7 @@ def _settings(ns: argparse.Namespace) -> WorkerSettings:
         lease_ms=ns.lease_ms,
         max_deliveries=ns.max_deliveries,
         grace_seconds=ns.grace,
+        dedup_window_ms=ns.dedup_window_ms,
         secrets=secrets,
         parallel=_parallel(ns.parallel),
         limits=_wire.Limits(ns.max_message_bytes, ns.max_depth),
@@ -190,6 +197,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         runner(_serve(worker))
     except ConnectionLostError as exc:
         return _fail(f"Redis unreachable at {_safe_url(ns.redis_url)}: {exc}", EXIT_REDIS)
+    except DistError as exc:  # e.g. the metrics port is taken
+        return _fail(str(exc), EXIT_USAGE)
     return 0
 
 
@@ -315,7 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "status" and ns.watch is not None and ns.watch <= 0:
             raise _ops.UsageError("--watch takes a positive number of seconds")
         client = Client(
-            ns.redis_url, namespace=ns.namespace, secret=_cli_secret(), socket_connect_timeout=5
+            ns.redis_url,
+            namespace=ns.namespace,
+            secret=_cli_secret(),
+            retries=2,  # a person is waiting: report an unreachable Redis within a second
+            socket_connect_timeout=5,
         )
     except _ops.UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)

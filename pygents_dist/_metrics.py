@@ -27,6 +27,8 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
+from pygents_dist.errors import DistError
+
 __all__ = ["BUCKETS", "Metrics", "serve"]
 
 _log = logging.getLogger("pygents_dist.metrics")
@@ -155,7 +157,11 @@ class Metrics:
 
 
 async def serve(metrics: Metrics, host: str, port: int) -> asyncio.Server:
-    """Start serving ``GET /metrics`` on ``host:port``; close the returned server to stop."""
+    """Start serving ``GET /metrics`` on ``host:port``; close the returned server to stop.
+
+    Raises:
+        DistError: the address cannot be bound (port in use, no such interface).
+    """
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -183,6 +189,9 @@ async def serve(metrics: Metrics, host: str, port: int) -> asyncio.Server:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    server = await asyncio.start_server(handle, host, port, limit=_MAX_REQUEST)
+    try:
+        server = await asyncio.start_server(handle, host, port, limit=_MAX_REQUEST)
+    except OSError as exc:
+        raise DistError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
     _log.info("metrics on http://%s:%d/metrics", host, port)
     return server

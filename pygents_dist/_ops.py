@@ -198,7 +198,7 @@ async def _check_tool(client: Client, agent: str, tool: str) -> None:
     except Exception:
         return  # an unreadable description: let the worker judge
     if tool not in tools:
-        raise UsageError(f"agent {agent!r} has no tool {tool!r}; its tools: {', '.join(tools)}")
+        raise DistError(f"agent {agent!r} has no tool {tool!r}; its tools: {', '.join(tools)}")
 
 
 async def send(

@@ -8,6 +8,7 @@ SHA and reloaded automatically after a Redis restart.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -29,7 +30,7 @@ __all__ = ["Entry", "Transport"]
 T = TypeVar("T")
 #: A stream entry: (entry id, {field: value}) with bytes throughout.
 type Entry = tuple[bytes, dict[bytes, bytes]]
-_SCRIPTS = ("acquire", "renew", "release", "fetch", "commit", "claim")
+_SCRIPTS = ("acquire", "renew", "release", "fetch", "commit", "claim", "take")
 _READY_CAP = 100_000
 _DEAD_CAP = 100_000
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -43,6 +44,28 @@ def _entries(raw: Any) -> list[Entry]:
             fields = dict(zip(fields[::2], fields[1::2], strict=False))
         out.append((entry_id, fields or {}))
     return out
+
+
+@dataclasses.dataclass(slots=True)
+class Taken:
+    """What ``Transport.take`` found (see ``lua/take.lua``).
+
+    ``status``: 0 taken, -3 taken but the stream has no group, 1 owned by another worker,
+    2 paused, 3 idle (1-3: no lease was taken). When taken: the owner value (fencing token),
+    the context blobs, how many sends wait in the outbox, the claimed pending entries'
+    delivery counts, and the first batch with its flags (``pending``: it holds claimed
+    entries, read from this consumer's pending list).
+    """
+
+    status: int
+    owner: str = ""
+    queue: bytes | None = None
+    pool: bytes | None = None
+    outbox: int = 0
+    counts: dict[bytes, int] = dataclasses.field(default_factory=dict)
+    entries: list[Entry] = dataclasses.field(default_factory=list)
+    flags: list[bytes] = dataclasses.field(default_factory=list)
+    pending: bool = False
 
 
 class Transport:
@@ -102,6 +125,26 @@ class Transport:
         except NoScriptError:  # Redis restarted between the load and the call
             script.sha = ""
             return await self._call(script(keys=list(keys), args=list(args)), name)
+
+    async def _run_scripts(
+        self, calls: Sequence[tuple[str, list[Any], list[Any]]], what: str
+    ) -> list[Any]:
+        """Run scripts ``(name, keys, args)`` in order, pipelined in one round trip.
+
+        A script Redis does not know (it restarted) did not run: it is loaded and run again on
+        its own, after the others.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for name, keys, args in calls:
+            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+        results: list[Any] = await self._call(pipe.execute(raise_on_error=False), what)
+        for i, got in enumerate(results):
+            if isinstance(got, NoScriptError):
+                name, keys, args = calls[i]
+                results[i] = await self._script(name, keys, args)
+            elif isinstance(got, Exception):
+                raise got
+        return results
 
     async def ping(self) -> None:
         """Check that Redis answers."""
@@ -271,10 +314,114 @@ class Transport:
         ops["g"] = GROUP
         return bool(await self._script("commit", keys, [owner, pack_for_lua(ops)]))
 
+    async def take(
+        self,
+        agent: str,
+        worker_id: str,
+        lease_ms: int,
+        count: int,
+        claimed_count: int = 1,
+        claim: int = 1000,
+    ) -> Taken:
+        """Own ``agent`` if it has work, with its first batch, in one round trip
+        (``lua/take.lua``); see ``Taken``. The caller records the lease in the ``owned`` set
+        (``mark_owned``)."""
+        k = self.keys
+        got = await self._script(
+            "take",
+            [
+                k.turns(agent),
+                k.owner(agent),
+                k.state(agent),
+                k.outbox(agent),
+                k.done(agent),
+                k.cancel(agent),
+            ],
+            [worker_id, lease_ms, GROUP, count, claim, claimed_count],
+        )
+        status = int(got[0])
+        if status > 0:
+            return Taken(status)
+        taken = Taken(status, got[1].decode(), got[2] or None, got[3] or None, int(got[4]))
+        if status == 0:
+            taken.counts = {e: int(c) for e, c in zip(got[5], got[6], strict=False)}
+            taken.entries = _entries(got[7])
+            taken.flags = list(got[8])
+            taken.pending = bool(got[9])
+        return taken
+
+    async def commit_fetch(
+        self,
+        agent: str,
+        owner: str,
+        ops: dict[str, Any],
+        replies: list[str],
+        consumer: str,
+        count: int,
+        pending: bool,
+        release: bool,
+    ) -> tuple[bool, int, list[Entry], list[bytes], bool]:
+        """``commit`` a batch and, in the same round trip, ``fetch`` the next one.
+
+        With ``release``, the lease is given up when nothing is left to read. Returns
+        ``(committed, status, entries, flags, released)`` (status as ``fetch``; a batch that
+        was not committed reads nothing: the lease is not ours).
+        """
+        k = self.keys
+        commit_keys = [
+            k.turns(agent),
+            k.owner(agent),
+            k.state(agent),
+            k.outbox(agent),
+            k.done(agent),
+            k.cancel(agent),
+            *replies,
+        ]
+        ops["g"] = GROUP
+        fetch_keys = [
+            k.turns(agent),
+            k.owner(agent),
+            k.state(agent),
+            k.done(agent),
+            k.cancel(agent),
+        ]
+        fetch_args = [owner, GROUP, consumer, count, "0" if pending else ">", int(release)]
+        done, got = await self._run_scripts(
+            [
+                ("commit", commit_keys, [owner, pack_for_lua(ops)]),
+                ("fetch", fetch_keys, fetch_args),
+            ],
+            "commit",
+        )
+        if got[0] != 0:
+            return bool(done), int(got[0]), [], [], False
+        return bool(done), 0, _entries(got[1]), list(got[2]), len(got) > 3 and bool(got[3])
+
+    async def mark_owned(self, add: dict[str, float], remove: Iterable[str]) -> None:
+        """Record lease expiries (ms) of agents taken, and forget agents given up, in the
+        ``owned`` set that ``expired_owners`` sweeps."""
+        pipe = self.redis.pipeline(transaction=False)
+        if add:
+            pipe.zadd(self.keys.owned, add)
+        gone = list(remove)
+        if gone:
+            pipe.zrem(self.keys.owned, *gone)
+        await self._call(pipe.execute(), "owned")
+
     async def publish(self, key: str, kind: bytes, seq: int, data: bytes, ttl_ms: int) -> None:
         """Append one reply entry right away (streamed values)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(key, {b"k": kind, b"q": seq, b"d": data}, maxlen=10_000, approximate=True)
+        pipe.pexpire(key, ttl_ms)
+        await self._call(pipe.execute(), "publish")
+
+    async def publish_many(
+        self, key: str, values: Sequence[tuple[int, bytes]], ttl_ms: int
+    ) -> None:
+        """Append streamed values ``(seq, data)`` to a reply stream, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for seq, data in values:
+            pipe.xadd(key, {b"k": b"v", b"q": seq, b"d": data}, maxlen=10_000, approximate=True)
         pipe.pexpire(key, ttl_ms)
         await self._call(pipe.execute(), "publish")
 

@@ -34,7 +34,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pygents import _seams
 from pygents.agent import Agent
@@ -47,7 +47,7 @@ from pygents_dist import _metrics, _trace, _wire
 from pygents_dist._keys import check_agent_name
 from pygents_dist._lock import RedisLocks
 from pygents_dist._log import current_worker
-from pygents_dist._transport import Entry, Transport
+from pygents_dist._transport import Entry, Taken, Transport
 from pygents_dist.errors import (
     ConnectionLostError,
     DeadLetterReason,
@@ -58,6 +58,10 @@ from pygents_dist.errors import (
 __all__ = ["Worker", "WorkerSettings"]
 
 _log = logging.getLogger("pygents_dist.worker")
+#: Seconds an agent is held before its lease is written to the ``owned`` set.
+_OWNED_DELAY = 0.05
+#: Streamed values a turn may produce ahead of its reply stream writes before it waits.
+_PUBLISH_AHEAD = 1000
 VERSION = "0.8.0"
 
 
@@ -111,6 +115,53 @@ class _Effects:
     agent: str
     followups: list[list[bytes | str]] = dataclasses.field(default_factory=list)
     outbox: list[list[bytes | str]] = dataclasses.field(default_factory=list)
+
+
+class _Next(NamedTuple):
+    """The batch read after a commit (in the same round trip), or ``read=False``."""
+
+    status: int = 0
+    entries: list[Entry] = []
+    flags: list[bytes] = []
+    released: bool = False
+    read: bool = True
+
+
+class _Publisher:
+    """Appends a streaming turn's values to its reply stream in order, without waiting a
+    round trip per value: values produced while one write is in flight go in the next one.
+    """
+
+    def __init__(self, transport: Transport, key: str, ttl_ms: int) -> None:
+        self.transport = transport
+        self.key = key
+        self.ttl_ms = ttl_ms
+        self.waiting: list[tuple[int, bytes]] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def add(self, seq: int, data: bytes) -> None:
+        self.waiting.append((seq, data))
+        writer = self.writer
+        if writer is None or writer.done():
+            if writer is not None:
+                writer.result()  # a failed write fails the turn
+            self.writer = asyncio.create_task(self._write())
+        elif len(self.waiting) >= _PUBLISH_AHEAD:
+            await writer
+
+    async def _write(self) -> None:
+        while self.waiting:
+            values, self.waiting = self.waiting, []
+            await self.transport.publish_many(self.key, values, self.ttl_ms)
+
+    async def finish(self) -> None:
+        """Wait until every value is written (raising a failed write)."""
+        if self.writer is not None:
+            await self.writer
+
+    def abandon(self) -> None:
+        if self.writer is not None and not self.writer.done():
+            self.writer.cancel()
 
 
 _effects: contextvars.ContextVar[_Effects | None] = contextvars.ContextVar(
@@ -202,9 +253,20 @@ class Worker:
         self._saved_context: dict[str, bytes] = {}
         self._signals_from = b"$"
         self._signatures: dict[str, inspect.Signature] = {}
+        self._argument_checks: dict[tuple[BaseTool, int, frozenset[str]], str | None] = {}
+        self._taken_at: dict[str, float] = {}
+        self._owned_recorded: set[str] = set()
+        self._owned_loop: asyncio.Task[None] | None = None
         self.stats = {"turns": 0, "batches": 0, "dead_lettered": 0, "failed": 0}
         self.metrics = _metrics.Metrics(self.id, VERSION)
         self.metrics.active = lambda: len(self._active)
+
+    @property
+    def _batch(self) -> int:
+        """Turns read at once. A turn read in the same batch as one that kills its worker is
+        charged that delivery too, which ``max_deliveries=1`` cannot tell from a poison turn:
+        then turns are read one at a time."""
+        return self.settings.batch if self.settings.max_deliveries > 1 else 1
 
     def sign(self, data: bytes) -> bytes:
         """The signature follow-ups and sends carry (empty when signing is off)."""
@@ -240,9 +302,11 @@ class Worker:
                 asyncio.create_task(self._cancel_loop(), name="cancel"),
             ]
             await self._stopping.wait()
-            loops[0].cancel()  # take no new turns, but keep heartbeat, lease renewal and
-            try:  # cancels going while in-flight turns finish, or they would lose their
-                await self._drain()  # agents (and their commits) after one lease
+            # Take no new turns, but keep heartbeats, lease renewal and cancels going while
+            # in-flight turns finish: a turn longer than the lease would lose its commit.
+            loops[0].cancel()
+            try:
+                await self._drain()
             finally:
                 for loop in loops:
                     loop.cancel()
@@ -252,6 +316,10 @@ class Worker:
                 metrics_server.close()
             _seams.set_router(None)
             _seams.set_lock_provider(None)
+            if self._owned_loop is not None:
+                self._owned_loop.cancel()
+            with contextlib.suppress(Exception):
+                await self._sync_owned(time.monotonic())
             with contextlib.suppress(Exception):
                 await self.transport.forget_worker(self.id)
             await self.transport.aclose()
@@ -341,10 +409,12 @@ class Worker:
             await self._declare()
             self._signals_from = b"0-0"
             await self._scan()
-        renewed = await transport.renew(dict(self._leases), self.settings.lease_ms)
+        leases = dict(self._leases)
+        renewed = await transport.renew(leases, self.settings.lease_ms)
         for agent, ok in renewed.items():
-            if not ok:
+            if not ok and self._leases.get(agent) == leases[agent]:  # not given up meanwhile
                 _log.error("lost the lease of agent %s", agent, extra={"agent": agent})
+        self._owned_recorded.update(a for a in leases if a in self._taken_at)  # renew wrote them
         for agent in await transport.expired_owners():
             if agent in self.agents:
                 self._schedule(agent)
@@ -408,54 +478,106 @@ class Worker:
 
     async def _own(self, agent: str) -> None:
         transport = self.transport
-        lease = await transport.acquire(agent, self.id, self.settings.lease_ms)
-        if lease is None:
-            return
-        owner, queue_blob, pool_blob, paused = lease
+        settings = self.settings
+        # Entries taken over from a dead owner run one per commit: the delivery count
+        # (lua/take.lua) then blames only the turn that was running when a worker died.
+        taken = await transport.take(agent, self.id, settings.lease_ms, self._batch, 1)
+        if taken.status > 0:
+            return  # owned by another worker, paused, or nothing to do: no lease was taken
+        owner = taken.owner
         self._leases[agent] = owner
-        outcome = 0
+        self._note_owned(agent, True)
+        outcome, released = 0, False
         try:
-            if paused:
-                outcome = -2
-                return
-            self._restore(agent, queue_blob, pool_blob)
-            await transport.relay(agent)
-            counts = await transport.claim(agent, self.id)
-            if counts is None:
-                await transport.ensure_group(agent)
-                counts = {}
-            outcome = await self._drain_agent(agent, owner, counts)
+            self._restore(agent, taken.queue, taken.pool)
+            if taken.outbox:
+                await transport.relay(agent)
+            outcome, released = await self._drain_agent(agent, owner, taken)
         finally:
             self._leases.pop(agent, None)
-            with contextlib.suppress(ConnectionLostError):
-                await transport.release(agent, owner)
-        if outcome == 0 and not self._stopping.is_set():
+            self._note_owned(agent, False)
+            if not released:
+                with contextlib.suppress(ConnectionLostError):
+                    await transport.release(agent, owner)
+        if outcome == 0 and not released and not self._stopping.is_set():
             depth = (await transport.backlog([agent]))[0]
             if depth:
                 self._again.add(agent)
 
-    async def _drain_agent(self, agent: str, owner: str, counts: dict[bytes, int]) -> int:
-        pending = bool(counts)
-        size = self.settings.batch
-        while not self._stopping.is_set():
-            # Entries taken over from a dead owner run one per commit: the delivery count
-            # (lua/claim.lua) then blames only the turn that was running when a worker died.
-            status, entries, flags = await self.transport.fetch(
-                agent, owner, self.id, 1 if pending else size, pending
-            )
-            if status == -3:
+    async def _drain_agent(self, agent: str, owner: str, taken: Taken) -> tuple[int, bool]:
+        """Run batches until none is left: ``(outcome, released)``, outcome as the fetch
+        status (0, -1 lease lost, -2 paused); released: the last commit gave the lease up."""
+        counts, pending = taken.counts, taken.pending
+        size = self._batch
+        nxt = _Next(taken.status, taken.entries, taken.flags)
+        while True:
+            if not nxt.read:
+                if self._stopping.is_set():
+                    return 0, False
+                status, entries, flags = await self.transport.fetch(
+                    agent, owner, self.id, 1 if pending else size, pending
+                )
+                nxt = _Next(status, entries, flags)
+            if nxt.released:
+                return 0, True
+            if nxt.status == -3:
                 await self.transport.ensure_group(agent)
+                nxt = _Next(read=False)
                 continue
-            if status != 0:
-                return status
-            if not entries:
+            if nxt.status != 0:
+                return nxt.status, False
+            if not nxt.entries:
                 if pending:
                     pending = False
+                    nxt = _Next(read=False)
                     continue
-                return 0
-            if not await self._run_batch(agent, owner, entries, flags, counts):
-                return -1
-        return 0
+                return 0, False
+            after = await self._run_batch(agent, owner, nxt.entries, nxt.flags, counts, pending)
+            if after is None:
+                return -1, False
+            nxt = after
+
+    def _note_owned(self, agent: str, owned: bool) -> None:
+        """Track leases for the ``owned`` set that ``expired_owners`` sweeps.
+
+        A lease is written there only once held for ``_OWNED_DELAY`` (most serves end sooner
+        and cost no write) and removed when given up. A worker that dies before its lease was
+        written leaves the agent to the periodic backlog scan, one lease period later.
+        """
+        if owned:
+            self._taken_at[agent] = time.monotonic()
+        else:
+            self._taken_at.pop(agent, None)
+        if self._owned_loop is None:
+            self._owned_loop = asyncio.create_task(self._record_owned(), name="owned")
+
+    async def _record_owned(self) -> None:
+        period = min(_OWNED_DELAY, self.settings.lease_ms / 10_000)
+        try:
+            while self._taken_at or self._owned_recorded:
+                await asyncio.sleep(period)
+                await self._sync_owned(time.monotonic() - period)
+        finally:
+            self._owned_loop = None
+
+    async def _sync_owned(self, taken_before: float) -> None:
+        expiry = time.time() * 1000 + self.settings.lease_ms
+        recorded = self._owned_recorded
+        add = {
+            agent: expiry
+            for agent, at in self._taken_at.items()
+            if at <= taken_before and agent not in recorded
+        }
+        gone = recorded - self._taken_at.keys()
+        if not add and not gone:
+            return
+        try:
+            await self.transport.mark_owned(add, gone)
+        except ConnectionLostError as exc:
+            _log.warning("owned set not updated: %s", exc)
+            return
+        recorded.difference_update(gone)
+        recorded.update(add)
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -466,7 +588,10 @@ class Worker:
         entries: list[Entry],
         flags: list[bytes],
         counts: dict[bytes, int],
-    ) -> bool:
+        pending: bool = False,
+    ) -> _Next | None:
+        """Run one batch and commit it; the next batch (read in the same round trip), or
+        None when the lease was lost and nothing was committed."""
         effects = _Effects(agent)
         ops: dict[str, Any] = {"ack": [], "tid": [], "rp": []}
         replies: list[str] = []
@@ -504,14 +629,22 @@ class Worker:
                 task.cancel()
             _effects.reset(token)
         ops.update(self._commit_ops(agent, effects))
-        committed = await self.transport.commit(agent, owner, ops, replies)
-        if committed:
-            self.stats["batches"] += 1
-            if effects.outbox:
-                await self.transport.relay(agent)
-        else:
+        if self._stopping.is_set():  # no new turns: commit only
+            committed = await self.transport.commit(agent, owner, ops, replies)
+            after = _Next(read=False)
+        else:  # sends wait in the outbox: relay them before the lease may go
+            size = 1 if pending else self._batch
+            committed, status, entries, flags, released = await self.transport.commit_fetch(
+                agent, owner, ops, replies, self.id, size, pending, not effects.outbox
+            )
+            after = _Next(status, entries, flags, released)
+        if not committed:
             _log.warning("agent %s: lease lost before commit; batch discarded", agent)
-        return committed
+            return None
+        self.stats["batches"] += 1
+        if effects.outbox:
+            await self.transport.relay(agent)
+        return after
 
     def _commit_ops(self, agent: str, effects: _Effects) -> dict[str, Any]:
         settings = self.settings
@@ -604,6 +737,20 @@ class Worker:
     def _argument_problem(
         self, tool: BaseTool, args: list[Any], kwargs: dict[str, Any]
     ) -> str | None:
+        key = (tool, len(args), frozenset(kwargs))
+        try:
+            return self._argument_checks[key]
+        except KeyError:
+            pass
+        problem = self._check_arguments(tool, args, kwargs)
+        if len(self._argument_checks) >= 4096:
+            self._argument_checks.clear()
+        self._argument_checks[key] = problem
+        return problem
+
+    def _check_arguments(
+        self, tool: BaseTool, args: list[Any], kwargs: dict[str, Any]
+    ) -> str | None:
         signature = self._signatures.get(tool.__name__)
         if signature is None:
             signature = self._signatures[tool.__name__] = inspect.signature(tool.fn)
@@ -634,6 +781,9 @@ class Worker:
         served = self.agents[agent]
         key = self.transport.keys.reply(agent, turn_id) if reply_index > 0 else ""
         streaming = turn.tool.is_generator
+        publisher = None
+        if streaming and reply_index > 0:
+            publisher = _Publisher(self.transport, key, self.settings.reply_ttl_ms)
         result: Any = None
         seq = 0
         cancellable = self.settings.parallel.get(agent, 1) == 1
@@ -645,12 +795,13 @@ class Worker:
             async for _turn, value in served.run_turn(turn):
                 if reply_index < 0:
                     continue
-                if streaming:
-                    data = _wire.encode_value(value, self.settings.limits)
-                    await self.transport.publish(key, b"v", seq, data, self.settings.reply_ttl_ms)
+                if publisher is not None:
+                    await publisher.add(seq, _wire.encode_value(value, self.settings.limits))
                     seq += 1
                 else:
                     result = value
+            if publisher is not None:
+                await publisher.finish()
             self.stats["turns"] += 1
             ok = True
             if reply_index > 0:
@@ -662,9 +813,11 @@ class Worker:
                 raise
             self._cancel_requested.discard(turn_id)
             task.uncancel()
+            await self._flush_values(publisher)
             self._error_entry(ops, reply_index, "TurnCancelledError", "cancelled while running")
         except Exception as exc:
             self.stats["failed"] += 1
+            await self._flush_values(publisher)
             level = logging.INFO if isinstance(exc, TurnTimeoutError) else logging.WARNING
             _log.log(
                 level,
@@ -682,6 +835,8 @@ class Worker:
                 "".join(traceback.format_exception(exc)),
             )
         finally:
+            if publisher is not None:
+                publisher.abandon()
             if cancellable:
                 self._running_turn.pop(agent, None)
             elapsed = time.perf_counter() - started
@@ -693,6 +848,12 @@ class Worker:
                     elapsed,
                     extra={"agent": agent, "turn": turn_id, "tool": turn.tool.__name__},
                 )
+
+    async def _flush_values(self, publisher: _Publisher | None) -> None:
+        """Write the values a failed streaming turn produced before its error entry."""
+        if publisher is not None:
+            with contextlib.suppress(Exception):
+                await publisher.finish()
 
     def _error_entry(
         self,

@@ -135,6 +135,11 @@ def _start_workers(count: int, url: str, namespace: str, research_dir: str) -> l
     return workers
 
 
+def _close_all(workers: list[WorkerProcess]) -> None:
+    for worker in workers:
+        worker.close()  # kills what SIGTERM did not stop; a no-op for exited ones
+
+
 def _stop_workers(workers: list[WorkerProcess]) -> list[int]:
     for worker in workers:
         worker.terminate()
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             research_dir = tempfile.mkdtemp(prefix="pygents-research-")
             stack.callback(shutil.rmtree, research_dir, True)
         workers: list[WorkerProcess] = []
-        stack.callback(lambda: [w.close() for w in workers])
+        stack.callback(_close_all, workers)
         try:
             workers.extend(_start_workers(ns.workers, url, namespace, research_dir))
             if workers:

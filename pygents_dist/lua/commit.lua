@@ -19,6 +19,7 @@ for _, tid in ipairs(ops.tid) do
 end
 if #ops.tid > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ops.now - ops.win)
+  redis.call('PEXPIRE', KEYS[5], ops.win)  -- an agent gone idle keeps no ids past the window
 end
 for _, f in ipairs(ops.fu) do
   if f[3] ~= '' then

@@ -1,15 +1,23 @@
 -- Read the next batch of an owned agent's turns, with dedup and cancel flags.
 -- KEYS[1] turns stream, KEYS[2] owner, KEYS[3] state, KEYS[4] done zset, KEYS[5] cancel hash
 -- ARGV[1] owner value, ARGV[2] group, ARGV[3] consumer, ARGV[4] count, ARGV[5] start id
---   ('>' for new entries, '0' for this consumer's pending ones)
--- Returns {status, entries, flags}: status 0 ok, -1 lease lost, -2 paused, -3 no group.
+--   ('>' for new entries, '0' for this consumer's pending ones); ARGV[6] '1': when there is
+--   nothing new and the stream is empty (everything read was committed), give up the lease
+-- Returns {status, entries, flags}: status 0 ok, -1 lease lost, -2 paused, -3 no group;
+-- {0, {}, {}, 1} when the lease was given up.
 -- flags[i] is 'd' (turn already committed), 'c' (cancel requested) or '' for entry i.
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
 if redis.call('HGET', KEYS[3], 'paused') then return {-2} end
 local ok, res = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[2], ARGV[3],
   'COUNT', ARGV[4], 'STREAMS', KEYS[1], ARGV[5])
 if not ok then return {-3} end
-if not res then return {0, {}, {}} end
+if not res then
+  if ARGV[6] == '1' and redis.call('XLEN', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[2])
+    return {0, {}, {}, 1}
+  end
+  return {0, {}, {}}
+end
 local entries = res[1][2]
 local flags = {}
 for i, entry in ipairs(entries) do

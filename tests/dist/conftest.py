@@ -3,7 +3,9 @@ a plain Redis client for looking at (and poking) what the tools and the runtime 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -11,11 +13,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from pygents_dist import Client
-from pygents_dist.testing import WorkerPool, WorkerProcess
+from pygents_dist.testing import RedisEndpoint, WorkerPool, WorkerProcess
 
 APPS = Path(__file__).parent / "apps"
 #: Short leases keep crash recovery quick; renewal runs every third of it.
 LEASE_MS = "1500"
+
+
+def worker_args(*args: str) -> tuple[str, ...]:
+    """``pygents-worker`` options of the tests' workers; later ``args`` win."""
+    return ("--lease-ms", LEASE_MS, "--log-level", "WARNING", *args)
 
 
 class StartWorker(Protocol):
@@ -36,7 +43,7 @@ def start(worker_factory: WorkerPool, redis_url: str) -> StartWorker:
     ) -> WorkerProcess:
         return worker_factory(
             target,
-            args=("--lease-ms", LEASE_MS, "--log-level", "WARNING", *args),
+            args=worker_args(*args),
             pythonpath=[APPS],
             env={"PYGENTS_REDIS_URL": redis_url, **(env or {})},
         )
@@ -44,10 +51,32 @@ def start(worker_factory: WorkerPool, redis_url: str) -> StartWorker:
     return start_worker
 
 
+@contextlib.contextmanager
+def module_worker(redis_server: RedisEndpoint, target: str = "cluster_app") -> Iterator[str]:
+    """One worker serving ``target`` under a fresh namespace of its own, for a whole module
+    whose tests do not disturb each other; yields the namespace."""
+    namespace = f"m{uuid.uuid4().hex[:8]}"
+    env = {"PYGENTS_KEY_PREFIX": namespace, "PYGENTS_REDIS_URL": redis_server.url}
+    with WorkerPool(redis_server.url, pythonpath=[APPS], env=env) as pool:
+        try:
+            pool(target, args=worker_args("--namespace", namespace))
+            yield namespace
+        finally:
+            pool.close()
+            for worker in pool.workers:
+                print(f"----- {worker!r} output -----\n{worker.output_text}")
+
+
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Client]:
-    """A client in the test's namespace (``PYGENTS_KEY_PREFIX``)."""
-    async with Client(redis_url) as c:
+def namespace(key_prefix: str) -> str:
+    """The test's key namespace: its own ``key_prefix`` (a module may share one)."""
+    return key_prefix
+
+
+@pytest.fixture
+async def client(redis_url: str, namespace: str) -> AsyncIterator[Client]:
+    """A client in the test's namespace."""
+    async with Client(redis_url, namespace=namespace) as c:
         yield c
 
 
@@ -62,6 +91,6 @@ async def store(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-def app_key(key_prefix: str) -> Callable[[str], str]:
+def app_key(namespace: str) -> Callable[[str], str]:
     """The name of a key the app's tools write (``cluster_app.app_key``)."""
-    return lambda name: f"{key_prefix}:app:{name}"
+    return lambda name: f"{namespace}:app:{name}"

@@ -14,12 +14,12 @@ from pygents_dist.testing import WorkerProcess
 async def eventually[T](
     check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 15.0
 ) -> T:
-    """Poll ``check`` until it returns something other than None/False, or fail after
+    """Poll ``check`` until it returns something true (not None, 0, False...), or fail after
     ``timeout`` seconds. Only for Redis state that nothing else signals."""
     deadline = time.monotonic() + timeout
     while True:
         found = await check()
-        if found is not None and found is not False:
+        if found:
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
@@ -32,6 +32,14 @@ async def pop(store: aioredis.Redis, key: str, timeout: float = 15.0) -> str:
     if got is None:
         raise AssertionError(f"nothing arrived on {key} within {timeout}s")
     return str(got[1])
+
+
+async def start_together(
+    start: Callable[..., WorkerProcess], *arg_lists: Sequence[str]
+) -> list[WorkerProcess]:
+    """Start one worker per ``arg_lists`` item at the same time (each waits for its READY
+    line in a thread of its own); the workers in that order."""
+    return list(await asyncio.gather(*(asyncio.to_thread(start, *args) for args in arg_lists)))
 
 
 def pids(workers: Sequence[WorkerProcess]) -> set[int]:

@@ -1,9 +1,13 @@
-"""Client against one real worker process: call, stream, errors, cancel, pause and resume."""
+"""Client against one real worker process: call, stream, errors, cancel, pause and resume.
+
+One worker serves the whole module (under a namespace of its own): every test leaves the
+agents idle and unpaused, and uses its own tags.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,29 +22,34 @@ from pygents_dist import (
     TurnCancelledError,
     UnknownAgentError,
 )
-from tests.dist.conftest import StartWorker
-from tests.dist.helpers import pop
+from pygents_dist.testing import RedisEndpoint
+from tests.dist.conftest import module_worker
+from tests.dist.helpers import eventually, pop
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-async def test_call_returns_the_tool_result(start: StartWorker, client: Client) -> None:
-    start()
+@pytest.fixture(scope="module")
+def namespace(redis_server: RedisEndpoint) -> Iterator[str]:
+    """The namespace of the module's worker."""
+    with module_worker(redis_server) as shared:
+        yield shared
+
+
+async def test_call_returns_the_tool_result(client: Client) -> None:
     assert await client.call("alpha", "add", kwargs={"a": 2, "b": 3}) == 5
     assert await client.call("alpha", "add", args=[10], kwargs={"b": -1}) == 9
 
 
-async def test_call_accepts_a_core_turn(start: StartWorker, client: Client) -> None:
+async def test_call_accepts_a_core_turn(client: Client) -> None:
     @tool
     async def add(a: int, b: int) -> int:  # the same name as the served tool
         return a + b
 
-    start()
     assert await client.call("alpha", Turn(add, kwargs={"a": 1, "b": 1})) == 2
 
 
-async def test_stream_yields_generator_values_as_produced(
-    start: StartWorker, client: Client
-) -> None:
-    start()
+async def test_stream_yields_generator_values_as_produced(client: Client) -> None:
     seen = []
     async for value in client.stream("alpha", "count", kwargs={"n": 5, "delay": 0.01}):
         seen.append(value)
@@ -48,19 +57,15 @@ async def test_stream_yields_generator_values_as_produced(
 
 
 async def test_results_resume_after_a_given_value(
-    start: StartWorker, client: Client, redis_url: str
+    client: Client, redis_url: str, namespace: str
 ) -> None:
-    start()
     turn_id = await client.send("alpha", "count", kwargs={"n": 6}, reply=True)
     assert [v async for v in client.results("alpha", turn_id)] == [0, 1, 2, 3, 4, 5]
-    async with Client(redis_url) as other:
+    async with Client(redis_url, namespace=namespace) as other:
         assert [v async for v in other.results("alpha", turn_id, after=3)] == [4, 5]
 
 
-async def test_remote_exception_carries_type_message_and_traceback(
-    start: StartWorker, client: Client
-) -> None:
-    start()
+async def test_remote_exception_carries_type_message_and_traceback(client: Client) -> None:
     with pytest.raises(RemoteError) as info:
         await client.call("alpha", "boom", kwargs={"message": "it broke"})
     error = info.value
@@ -71,17 +76,13 @@ async def test_remote_exception_carries_type_message_and_traceback(
     assert error.turn_id and error.turn_id in str(error)
 
 
-async def test_stream_raises_the_remote_error_where_it_happens(
-    start: StartWorker, client: Client
-) -> None:
-    start()
+async def test_stream_raises_the_remote_error_where_it_happens(client: Client) -> None:
     with pytest.raises(TurnTimeoutError):
         async for _ in client.stream("alpha", "count", kwargs={"n": 3, "delay": 2}, timeout=0.3):
             pass
 
 
-async def test_remote_timeout_is_a_turn_timeout_error(start: StartWorker, client: Client) -> None:
-    start()
+async def test_remote_timeout_is_a_turn_timeout_error(client: Client) -> None:
     with pytest.raises(TurnTimeoutError) as info:
         await client.call("alpha", "slow", kwargs={"seconds": 5}, timeout=0.2)
     assert isinstance(info.value, RemoteTurnTimeoutError)
@@ -90,9 +91,8 @@ async def test_remote_timeout_is_a_turn_timeout_error(start: StartWorker, client
 
 
 async def test_unknown_agent_is_refused_before_sending(
-    start: StartWorker, client: Client, store: aioredis.Redis
+    client: Client, store: aioredis.Redis
 ) -> None:
-    start()
     with pytest.raises(UnknownAgentError, match="'nobody'") as info:
         await client.call("nobody", "add", kwargs={"a": 1, "b": 2})
     assert isinstance(info.value, UnregisteredAgentError)
@@ -100,26 +100,23 @@ async def test_unknown_agent_is_refused_before_sending(
 
 
 async def test_unsendable_argument_is_named_and_nothing_is_sent(
-    start: StartWorker, client: Client, store: aioredis.Redis
+    client: Client, store: aioredis.Redis
 ) -> None:
-    start()
     with pytest.raises(PayloadError, match=r"kwargs\['b'\] is a function"):
         await client.call("alpha", "add", kwargs={"a": 1, "b": lambda: 2})
     assert await store.xlen(client.transport.keys.turns("alpha")) == 0
 
 
-async def test_agents_lists_every_declared_agent(start: StartWorker, client: Client) -> None:
-    start()
+async def test_agents_lists_every_declared_agent(client: Client) -> None:
     assert await client.agents() == ["alpha", "back", "beta", "front"]
 
 
 async def test_cancel_a_running_turn(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
+    client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
 ) -> None:
-    start()
     call = asyncio.create_task(client.call("alpha", "hold", kwargs={"tag": "c"}))
     await pop(store, app_key("entered:c"))  # the tool is running (and waits forever)
-    turn_id = await _only_pending_turn(client, store, "alpha")
+    [turn_id] = await turn_ids(client, "alpha")
     await client.cancel("alpha", turn_id)
     with pytest.raises(TurnCancelledError):
         await asyncio.wait_for(call, 10)
@@ -128,13 +125,17 @@ async def test_cancel_a_running_turn(
 
 
 async def test_cancel_a_queued_turn(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
+    client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
 ) -> None:
-    start()
     blocker = await client.send("alpha", "hold", kwargs={"tag": "q"}, reply=True)
     await pop(store, app_key("entered:q"))
     queued = asyncio.create_task(client.call("alpha", "add", kwargs={"a": 1, "b": 2}))
-    turn_id = await _newest_turn(client, store, "alpha")
+
+    async def queued_id() -> str | None:
+        ids = await turn_ids(client, "alpha")
+        return ids[1] if len(ids) == 2 else None
+
+    turn_id = await eventually(queued_id, "the queued turn in the stream")
     await client.cancel("alpha", turn_id)
     await store.rpush(app_key("release:q"), 1)
     assert [v async for v in client.results("alpha", blocker)] == ["released q"]
@@ -142,11 +143,10 @@ async def test_cancel_a_queued_turn(
         await asyncio.wait_for(queued, 10)
 
 
-async def test_pause_holds_new_turns_until_resume(start: StartWorker, client: Client) -> None:
-    start()
+async def test_pause_holds_new_turns_until_resume(client: Client) -> None:
     await client.pause("alpha")
     held = asyncio.create_task(client.call("alpha", "add", kwargs={"a": 4, "b": 4}))
-    done, _ = await asyncio.wait({held}, timeout=1.0)  # nothing may finish while paused
+    done, _ = await asyncio.wait({held}, timeout=0.5)  # nothing may finish while paused
     assert not done
     assert await client.call("beta", "add", kwargs={"a": 1, "b": 1}) == 2  # others still run
     await client.resume("alpha")
@@ -156,17 +156,7 @@ async def test_pause_holds_new_turns_until_resume(start: StartWorker, client: Cl
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def _only_pending_turn(client: Client, store: aioredis.Redis, agent: str) -> str:
-    entries = await store.xrange(client.transport.keys.turns(agent))
-    assert len(entries) == 1, entries
-    return str(entries[0][1]["id"])
-
-
-async def _newest_turn(client: Client, store: aioredis.Redis, agent: str) -> str:
-    async def newest() -> str | None:
-        entries = await store.xrange(client.transport.keys.turns(agent))
-        return str(entries[-1][1]["id"]) if len(entries) == 2 else None
-
-    from tests.dist.helpers import eventually
-
-    return await eventually(newest, "the queued turn in the stream")
+async def turn_ids(client: Client, agent: str) -> list[str]:
+    """The ids of the turns in ``agent``'s stream, oldest first."""
+    entries = await client.transport.redis.xrange(client.transport.keys.turns(agent))
+    return [fields[b"id"].decode() for _entry_id, fields in entries]

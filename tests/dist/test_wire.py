@@ -49,7 +49,8 @@ def envelope(**overrides: Any) -> dict[str, Any]:
 
 
 def raw(data: Any) -> bytes:
-    return msgpack.packb(data, use_bin_type=True)
+    packed: bytes = msgpack.packb(data, use_bin_type=True)
+    return packed
 
 
 def undecodable(data: bytes, limits: Limits | None = None) -> str:

@@ -13,7 +13,7 @@ from pygents_dist import Client, DeadLetteredError, DeadLetterReason
 from pygents_dist._keys import GROUP
 from pygents_dist._wire import encode_turn, new_turn_id
 from tests.dist.conftest import StartWorker
-from tests.dist.helpers import eventually, pop
+from tests.dist.helpers import eventually, pop, start_together
 
 
 async def dead_letters(client: Client) -> dict[str, dict[str, str]]:
@@ -88,18 +88,26 @@ async def test_malformed_messages_are_dead_lettered_and_waiting_callers_told(
     assert await client.transport.redis.xlen(client.transport.keys.turns("alpha")) == 0
 
 
-async def test_turn_that_keeps_killing_workers_is_dead_lettered(
+async def test_turn_that_killed_its_worker_is_dead_lettered_not_the_one_behind_it(
     start: StartWorker, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
 ) -> None:
-    first, second = start("--max-deliveries", "1"), start("--max-deliveries", "1")
-    turn_id = await client.send("alpha", "die", reply=True)
+    options = ["--max-deliveries", "1", "--lease-ms", "1000"]
+    first, second = await start_together(start, options, options)
+    await client.pause("alpha")  # so both turns are read together
+    poison = await client.send("alpha", "die", reply=True)
+    innocent = await client.send("alpha", "seq", kwargs={"i": 1}, reply=True)
+    await client.resume("alpha")
+
+    error = await refused(client, "alpha", poison)
+    assert error.reason == DeadLetterReason.TOO_MANY_DELIVERIES
+    assert [v async for v in client.results("alpha", innocent)] == []  # ran, no error
+    assert await store.lrange(app_key("seq"), 0, -1) == ["1"]
     victim = int(await pop(store, app_key("died")))
     survivor = second if victim == first.pid else first
-    error = await refused(client, "alpha", turn_id)
-    assert error.reason == DeadLetterReason.TOO_MANY_DELIVERIES
-    assert (await dead_letters(client))[turn_id]["worker"] == survivor.worker_id
-    assert await client.call("alpha", "add", kwargs={"a": 1, "b": 2}) == 3
-    assert await store.llen(app_key("died")) == 0  # it ran once: the survivor did not run it
+    assert await store.llen(app_key("died")) == 0  # the survivor never ran it
+    letters = await dead_letters(client)
+    assert set(letters) == {poison}
+    assert letters[poison]["worker"] == survivor.worker_id
 
 
 # -- cleanup ---------------------------------------------------------------------------------
@@ -154,8 +162,8 @@ async def test_signed_turns_run_and_unsigned_ones_are_refused(
 async def test_sigterm_lets_a_turn_longer_than_the_lease_commit_then_exits_0(
     start: StartWorker, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
 ) -> None:
-    worker = start()
-    call = asyncio.create_task(client.call("alpha", "long", kwargs={"seconds": 2.5}))
+    worker = start("--lease-ms", "700")
+    call = asyncio.create_task(client.call("alpha", "long", kwargs={"seconds": 1.6}))
     await eventually(lambda: store.exists(app_key("runs:long")), "the long turn to start")
     worker.terminate()
     assert await asyncio.wait_for(call, 15) == worker.pid

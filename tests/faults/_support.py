@@ -38,7 +38,8 @@ def read_effects(path: Path) -> list[Effect]:
         return []
     out = []
     for line in path.read_text().splitlines():
-        kind, key, pid, t = line.split(" ")
+        kind, rest = line.split(" ", 1)
+        key, pid, t = rest.rsplit(" ", 2)
         out.append(Effect(kind, key, int(pid), float(t)))
     return out
 
@@ -120,3 +121,92 @@ def report(test: str, **figures: Any) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"test": test, **figures}, default=str) + "\n")
+
+
+# -- chains (tests/faults/apps/faultapp.py: ``step`` on a0..aN, ``finish`` on collector) -----
+
+
+def chain_agents(count: int) -> list[str]:
+    """The names of the first ``count`` chain agents."""
+    return [f"a{i}" for i in range(count)]
+
+
+async def start_chains(client: Any, agents: int, links: int, work_ms: float) -> None:
+    """Start one chain of ``links + 1`` links on each of the first ``agents`` chain agents."""
+    for i, agent in enumerate(chain_agents(agents)):
+        kwargs = {"chain": f"c{i}", "n": links, "work_ms": work_ms}
+        await client.send(agent, "step", kwargs=kwargs)
+
+
+async def chains_finished(r: aioredis.Redis, keys: Keys, agents: int) -> bool:
+    """Whether the collector recorded every chain and every stream is empty."""
+    _queue, pool = await agent_context(r, keys, "collector")
+    if any(f"c{i}" not in pool for i in range(agents)):
+        return False
+    for agent in [*chain_agents(agents), "collector"]:
+        if await stream_state(r, keys, agent) != (0, 0):
+            return False
+    return True
+
+
+async def check_chain_context(r: aioredis.Redis, keys: Keys, agents: int, links: int) -> None:
+    """Every agent's committed context equals what an uninterrupted run leaves."""
+    for agent in chain_agents(agents):
+        queue, pool = await agent_context(r, keys, agent)
+        assert queue == list(range(links, -1, -1)), f"{agent}'s context queue: {queue}"
+        assert pool == {"count": links + 1}, f"{agent}'s context pool: {pool}"
+    _queue, pool = await agent_context(r, keys, "collector")
+    assert pool == {"count": agents, **{f"c{i}": True for i in range(agents)}}, pool
+    assert await r.xlen(keys.dead) == 0, "nothing may be dead-lettered"
+
+
+def check_repeats(
+    effects: list[Effect],
+    kind: str,
+    may_repeat: Callable[[Effect], bool],
+    chain_of: Callable[[str], str] | None = None,
+) -> int:
+    """Assert that every execution of a ``kind`` key that ran again was in flight at a
+    fault (``may_repeat``); return how many repeats there were.
+
+    With ``chain_of``, a repeated execution must also be the last of its chain in its
+    process before the repeat: had it committed, its process would have gone on to the
+    next link first.
+    """
+    runs: dict[str, list[Effect]] = {}
+    for e in effects:
+        if e.kind == kind:
+            runs.setdefault(e.key, []).append(e)
+    by_chain: dict[tuple[int, str], list[float]] = {}
+    if chain_of is not None:
+        for e in effects:
+            if e.kind == kind:
+                by_chain.setdefault((e.pid, chain_of(e.key)), []).append(e.t)
+    repeats = 0
+    for key, executions in runs.items():
+        executions.sort(key=lambda e: e.t)
+        for earlier, later in zip(executions, executions[1:], strict=False):
+            repeats += 1
+            assert may_repeat(earlier), (
+                f"{kind} {key} ran again though it was not in flight at a fault: {executions}"
+            )
+            if chain_of is not None:
+                times = by_chain[(earlier.pid, chain_of(key))]
+                assert not any(earlier.t < t < later.t for t in times), (
+                    f"{kind} {key} ran again after pid {earlier.pid} had gone on with its "
+                    f"chain (so it had committed it): {executions}"
+                )
+    return repeats
+
+
+def check_chain_effects(
+    effects: list[Effect], agents: int, links: int, may_repeat: Callable[[Effect], bool]
+) -> tuple[int, int]:
+    """Every link and every finish ran; repeats only where allowed. ``(runs, repeats)``."""
+    steps = count_keys(effects, "step")
+    wanted = {f"c{i}:{n}" for i in range(agents) for n in range(links + 1)}
+    assert set(steps) == wanted, f"links never run: {sorted(wanted - set(steps))[:10]}"
+    assert set(count_keys(effects, "finish")) == {f"c{i}" for i in range(agents)}
+    repeats = check_repeats(effects, "step", may_repeat, lambda k: k.split(":")[0])
+    repeats += check_repeats(effects, "finish", may_repeat)
+    return sum(steps.values()) + agents, repeats

@@ -191,7 +191,7 @@ def read_reply(r: redis.Redis, key: str, timeout: float = 15.0) -> dict[bytes, b
 def start_worker(worker_factory: WorkerPool, tmp_path: Path, *args: str) -> WorkerProcess:
     env = {"FAULT_LOG": str(tmp_path / "effects.log"), "FAULT_AGENTS": "2"}
     return worker_factory(
-        "faultapp", args=("--lease-ms", "1500", *args), pythonpath=[APPS], env=env
+        "faultapp", args=("--lease-ms", "1500", "--log-level", "ERROR", *args), pythonpath=[APPS], env=env
     )
 
 

@@ -49,7 +49,7 @@ async def wait_for_key(name: str) -> None:
     """Block until the test has pushed to the list ``app_key(name)``; the item stays, so a
     second run of the same tool passes at once (BLMOVE onto the same list)."""
     key = app_key(name)
-    if await store().blmove(key, key, 30.0) is None:
+    if await store().blmove(key, key, 30) is None:
         raise TimeoutError(f"{key} was never released")
 
 

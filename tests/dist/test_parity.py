@@ -1,0 +1,151 @@
+"""The same small program on a local core Agent and on a Redis-served agent: same results.
+
+The ``served`` fixture runs ``apps/parity_app`` either in this process (``local``) or in a
+real worker behind a ``Client`` (``redis``); every test runs on both and expects one answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Protocol
+
+import pytest
+
+from pygents import Agent, Turn
+from pygents.errors import TurnTimeoutError
+from pygents_dist import Client, RemoteError
+from pygents_dist.testing import RedisEndpoint
+from tests.dist.apps.parity_app import AGENT, build
+from tests.dist.conftest import module_worker
+from tests.dist.helpers import eventually
+
+
+class Served(Protocol):
+    """One way of running the parity agent."""
+
+    async def call(self, tool: str, **kwargs: Any) -> Any:
+        """Run a coroutine tool with ``kwargs`` and return its result."""
+
+    async def stream(self, tool: str, **kwargs: Any) -> list[Any]:
+        """Run a generator tool and return the values it yielded, in order."""
+
+    async def settle(self, tool: str, **kwargs: Any) -> None:
+        """Run a tool whose values are routed, and wait until its follow-ups ran."""
+
+    async def error(self, tool: str, timeout: float = 60, **kwargs: Any) -> tuple[str, str]:
+        """Run a failing tool: its exception's type name and message."""
+
+
+class Local:
+    """The parity agent on the core, in this process."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def _run(self, tool: str, timeout: float, kwargs: dict[str, Any]) -> list[Any]:
+        await self.agent.put(Turn(tool, timeout=timeout, kwargs=kwargs))
+        return [value async for _turn, value in self.agent.run()]
+
+    async def call(self, tool: str, **kwargs: Any) -> Any:
+        values = await self._run(tool, 60, kwargs)
+        assert len(values) == 1
+        return values[0]
+
+    async def stream(self, tool: str, **kwargs: Any) -> list[Any]:
+        return await self._run(tool, 60, kwargs)
+
+    async def settle(self, tool: str, **kwargs: Any) -> None:
+        assert await self._run(tool, 60, kwargs) == []  # run() also runs the follow-ups
+
+    async def error(self, tool: str, timeout: float = 60, **kwargs: Any) -> tuple[str, str]:
+        try:
+            await self._run(tool, timeout, kwargs)
+        except Exception as exc:
+            return type(exc).__name__, str(exc)
+        raise AssertionError(f"{tool} did not fail")
+
+
+class Remote:
+    """The parity agent in a worker process, through a client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def call(self, tool: str, **kwargs: Any) -> Any:
+        return await self.client.call(AGENT, tool, kwargs=kwargs)
+
+    async def stream(self, tool: str, **kwargs: Any) -> list[Any]:
+        return [value async for value in self.client.stream(AGENT, tool, kwargs=kwargs)]
+
+    async def settle(self, tool: str, **kwargs: Any) -> None:
+        assert await self.call(tool, **kwargs) is None
+        # Follow-ups run after the call returns; the last one fills the pool.
+        await eventually(self._pool, "the follow-ups to finish")
+
+    async def _pool(self) -> str:
+        return str((await self.call("context"))["pool"])
+
+    async def error(self, tool: str, timeout: float = 60, **kwargs: Any) -> tuple[str, str]:
+        try:
+            await self.client.call(AGENT, tool, kwargs=kwargs, timeout=timeout)
+        except TurnTimeoutError:
+            return "TurnTimeoutError", ""  # the message names the turn id
+        except RemoteError as exc:
+            return exc.type_name, exc.remote_message
+        raise AssertionError(f"{tool} did not fail")
+
+
+@pytest.fixture(
+    params=["local", pytest.param("redis", marks=[pytest.mark.integration, pytest.mark.slow])]
+)
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """The parity agent, run locally or by a real worker."""
+    if request.param == "local":
+        yield Local(build())
+        return
+    server: RedisEndpoint = request.getfixturevalue("redis_server")
+    namespace: str = request.getfixturevalue("parity_namespace")
+    async with Client(server.url, namespace=namespace) as client:
+        yield Remote(client)
+
+
+@pytest.fixture(scope="module")
+def parity_namespace(redis_server: RedisEndpoint) -> Iterator[str]:
+    """One worker serving the parity agent for the module's ``redis`` tests; only the
+    context test writes the agent's context."""
+    with module_worker(redis_server, "parity_served") as namespace:
+        yield namespace
+
+
+async def test_a_call_returns_the_same_result(served: Served) -> None:
+    assert await served.call("add", a=2, b=40) == 42
+
+
+async def test_a_stream_yields_the_same_values(served: Served) -> None:
+    assert await served.stream("count", n=4) == [0, 1, 2, 3]
+    assert await served.stream("count", n=0) == []
+
+
+async def test_follow_ups_and_context_items_land_the_same(served: Served) -> None:
+    await served.settle("chain", n=3)
+    assert await served.call("context") == {
+        "queue": ["step 3", "step 2", "step 1", "step 0"],
+        "pool": "- [chain] the chain",
+    }
+
+
+async def test_a_tool_error_has_the_same_type_and_message(served: Served) -> None:
+    assert await served.error("boom", message="no luck") == ("ValueError", "no luck")
+
+
+async def test_a_timeout_is_the_same_error(served: Served) -> None:
+    name, _message = await served.error("slow", timeout=0.2, seconds=5)
+    assert name == "TurnTimeoutError"
+
+
+async def test_the_agent_keeps_working_after_errors(served: Served) -> None:
+    await served.error("boom", message="first")
+    results = [await served.call("add", a=i, b=i) for i in range(3)]
+    assert results == [0, 2, 4]
+    assert await asyncio.wait_for(served.stream("count", n=2), 10) == [0, 1]
