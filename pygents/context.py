@@ -23,7 +23,10 @@ type _HookFn = Callable[..., Awaitable[Any]]
 _QH = ContextQueueHook
 _PH = ContextPoolHook
 _G_QUEUE = [GLOBAL_HOOKS[t] for t in ContextQueueHook]
-_G_POOL = [GLOBAL_HOOKS[t] for t in ContextPoolHook]
+# The only events ``ContextPool.add`` fires: checked inline, it is the pool's hot path.
+_G_POOL_EVICT = GLOBAL_HOOKS[ContextPoolHook.ON_EVICT]
+_G_POOL_BEFORE_ADD = GLOBAL_HOOKS[ContextPoolHook.BEFORE_ADD]
+_G_POOL_AFTER_ADD = GLOBAL_HOOKS[ContextPoolHook.AFTER_ADD]
 
 
 def _any_global(lists: list[list[Hook]]) -> bool:
@@ -247,7 +250,7 @@ class ContextPool[T]:
             )
         items = self._items
         limit = self._limit
-        if not self.hooks and not _any_global(_G_POOL):
+        if not self.hooks and not (_G_POOL_EVICT or _G_POOL_BEFORE_ADD or _G_POOL_AFTER_ADD):
             if limit is not None and key not in items and len(items) >= limit:
                 del items[next(iter(items))]
             items[key] = item

@@ -187,6 +187,11 @@ async def fire(
     kind: HookType, hooks: Sequence[Hook], tags: frozenset[str], *args: Any, **kwargs: Any
 ) -> None:
     """Run the hooks of ``kind`` for an owner: its instance hooks, then matching globals."""
+    if not hooks:  # the common case: globals only, nothing to de-duplicate against
+        for h in GLOBAL_HOOKS[kind]:
+            if not h.tags or not h.tags.isdisjoint(tags):
+                await h(*args, **kwargs)
+        return
     fired: list[Hook] = []
     for h in hooks:
         if kind in h.types and h not in fired:

@@ -345,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # e.g. NOPERM from an ACL user: still one line, not a traceback
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
 
 
 async def _ops_main(

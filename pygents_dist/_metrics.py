@@ -22,6 +22,7 @@ Counting is a few dictionary updates per turn; rendering happens only when scrap
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections import defaultdict
@@ -53,10 +54,9 @@ class _Histogram:
     def observe(self, seconds: float) -> None:
         self.count += 1
         self.total += seconds
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                self.buckets[i] += 1
-                break
+        index = bisect.bisect_left(BUCKETS, seconds)  # the first bound >= seconds
+        if index < len(BUCKETS):
+            self.buckets[index] += 1  # per bucket here; render() makes them cumulative
 
 
 class Metrics:

@@ -14,7 +14,7 @@ tracing backend is left to the application (the ids are the W3C ones, so they jo
 from __future__ import annotations
 
 import contextvars
-import os
+import random
 import re
 
 __all__ = ["child", "current", "ids", "new_traceparent"]
@@ -22,6 +22,8 @@ __all__ = ["child", "current", "ids", "new_traceparent"]
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+# Seeded from the OS; trace ids need to be unique, not secret (no system call per turn).
+_random = random.Random()
 
 #: The traceparent of the turn running in this task (None outside a turn).
 current: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -34,9 +36,9 @@ def ids(traceparent: str | None) -> tuple[str, str] | None:
 
     Per the W3C spec, version ``ff`` and all-zero ids are invalid.
     """
-    if not traceparent:
+    if not traceparent or len(traceparent) != 55:
         return None
-    match = _TRACEPARENT.match(traceparent.strip().lower())
+    match = _TRACEPARENT.match(traceparent)
     if match is None:
         return None
     version, trace_id, span_id, _flags = match.groups()
@@ -46,13 +48,12 @@ def ids(traceparent: str | None) -> tuple[str, str] | None:
 
 
 def _span_id() -> str:
-    span = os.urandom(8).hex()
-    return span if span != _ZERO_SPAN else "1".zfill(16)
+    return f"{_random.getrandbits(64) or 1:016x}"
 
 
 def new_traceparent() -> str:
     """A traceparent starting a new trace (sampled flag set)."""
-    return f"00-{os.urandom(16).hex()}-{_span_id()}-01"
+    return f"00-{_random.getrandbits(128) or 1:032x}-{_span_id()}-01"
 
 
 def child(traceparent: str | None) -> str:
@@ -63,5 +64,5 @@ def child(traceparent: str | None) -> str:
     parsed = ids(traceparent)
     if parsed is None:
         return new_traceparent()
-    flags = traceparent.strip()[-2:] if traceparent else "01"
+    flags = traceparent[-2:] if traceparent else "01"
     return f"00-{parsed[0]}-{_span_id()}-{flags}"

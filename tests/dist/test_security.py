@@ -126,6 +126,25 @@ async def test_an_acl_user_limited_to_the_namespace_can_run_everything(
     async with Client(url, namespace="other") as outsider:
         with pytest.raises(NoPermissionError):
             await outsider.transport.redis.get("other:secret")
+    denied = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "pygents_dist",
+            "--redis-url",
+            url,
+            "--namespace",
+            "other",
+            "status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert denied.returncode == 1
+    assert denied.stderr.startswith("error: NoPermissionError") and denied.stderr.count("\n") == 1
 
 
 # -- signed turns --------------------------------------------------------------------------------

@@ -110,6 +110,40 @@ async def test_turn_that_killed_its_worker_is_dead_lettered_not_the_one_behind_i
     assert letters[poison]["worker"] == survivor.worker_id
 
 
+async def test_a_turn_sent_twice_with_one_id_runs_once(
+    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
+) -> None:
+    start()
+    await client.pause("alpha")  # so both copies are read in one batch
+    turn_id = await client.send("alpha", "seq", kwargs={"i": 1}, reply=True)
+    await client.send("alpha", "seq", kwargs={"i": 1}, reply=True, turn_id=turn_id)  # a retry
+    await client.resume("alpha")
+    assert await client.call("alpha", "seq", kwargs={"i": 2}) is None  # after both copies
+    await client.send("alpha", "seq", kwargs={"i": 1}, turn_id=turn_id)  # after the commit
+    assert await client.call("alpha", "seq", kwargs={"i": 3}) is None
+    assert await store.lrange(app_key("seq"), 0, -1) == ["1", "2", "3"]
+    assert [v async for v in client.results("alpha", turn_id)] == []
+
+
+async def test_a_pause_during_a_batch_lets_only_the_running_turn_finish(
+    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
+) -> None:
+    start()
+    await client.pause("alpha")  # so the four turns are read as one batch
+    slow = await client.send("alpha", "long", kwargs={"seconds": 0.5}, reply=True)
+    await client.send_many("alpha", "seq", [{"i": i} for i in range(3)])
+    await client.resume("alpha")
+    await eventually(lambda: store.exists(app_key("runs:long")), "the slow turn to start")
+    await client.pause("alpha")
+    assert [v async for v in client.results("alpha", slow)] == []  # it completed
+    assert await store.blpop([app_key("seq")], timeout=0.5) is None  # nothing else ran
+    assert await client.transport.redis.xlen(client.transport.keys.turns("alpha")) == 3
+
+    await client.resume("alpha")
+    assert await client.call("alpha", "seq", kwargs={"i": 3}) is None
+    assert await store.lrange(app_key("seq"), 0, -1) == ["0", "1", "2", "3"]
+
+
 # -- cleanup ---------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import os
 import time
@@ -90,9 +91,12 @@ async def namespace_keys(r: aioredis.Redis, namespace: str) -> list[bytes]:
     return [k async for k in r.scan_iter(match=f"{namespace}:*", count=1000)]
 
 
-async def agent_context(r: aioredis.Redis, keys: Keys, agent: str) -> tuple[list[Any], dict[str, Any]]:
+async def agent_context(
+    r: aioredis.Redis, keys: Keys, agent: str
+) -> tuple[list[Any], dict[str, Any]]:
     """An agent's committed context: queue contents, and pool ``{id: content}``."""
-    queue_blob, pool_blob = await r.hmget(keys.state(agent), ["queue", "pool"])
+    blobs: list[Any] = await r.hmget(keys.state(agent), ["queue", "pool"])
+    queue_blob, pool_blob = blobs
     queue = [d["content"] for d in _wire.unpack(queue_blob)] if queue_blob else []
     pool = {d["id"]: d["content"] for d in _wire.unpack(pool_blob)} if pool_blob else {}
     return queue, pool
@@ -185,7 +189,7 @@ def check_repeats(
     repeats = 0
     for key, executions in runs.items():
         executions.sort(key=lambda e: e.t)
-        for earlier, later in zip(executions, executions[1:], strict=False):
+        for earlier, later in itertools.pairwise(executions):
             repeats += 1
             assert may_repeat(earlier), (
                 f"{kind} {key} ran again though it was not in flight at a fault: {executions}"

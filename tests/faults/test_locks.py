@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import itertools
 import os
 import signal
 import time
@@ -88,13 +90,15 @@ async def test_locked_tool_never_overlaps_across_workers_and_kills(
     began = time.monotonic()
     async with Client(redis_url) as client:
         for i in range(scenario.agents):
-            calls = [{"key": f"k{i}.{j}", "hold_ms": scenario.hold_ms} for j in range(scenario.per_agent)]
+            calls = [
+                {"key": f"k{i}.{j}", "hold_ms": scenario.hold_ms} for j in range(scenario.per_agent)
+            ]
             await client.send_many(f"a{i}", "locked", calls)
         for _ in range(scenario.kills):
             # Kill whichever worker is inside the critical section right now.
             pids = {w.pid: w for w in workers}
             victim_pid = await wait_for(
-                lambda: _holder_in(holder, pids), 30, "a worker holding the lock"
+                functools.partial(_holder_in, holder, pids), 30, "a worker holding the lock"
             )
             victim = pids[victim_pid]
             victim.kill()
@@ -112,7 +116,7 @@ async def test_locked_tool_never_overlaps_across_workers_and_kills(
     overlaps = [e for e in effects if e.kind == "overlap"]
     assert not overlaps, f"two holders inside the lock at once: {overlaps[:5]}"
     stays = intervals(effects, killed_at)
-    for (s1, e1, who1), (s2, _e2, who2) in zip(stays, stays[1:], strict=False):
+    for (s1, e1, who1), (s2, _e2, who2) in itertools.pairwise(stays):
         assert e1 <= s2, f"{who1} [{s1}, {e1}] overlaps {who2} starting {s2}"
     killed_inside = sum(1 for s in stays if s[2].endswith("(killed)"))
     report(

@@ -51,8 +51,9 @@ async def test_ten_thousand_idle_agents_cost_almost_nothing(
         declared = await r.hlen(f"{key_prefix}:pyg1:agents")
     assert declared == AGENTS + 1  # and the collector
 
-    # Let start-up work finish, then measure a window of idleness.
-    await asyncio.sleep(lease_ms / 1000)  # one lease period: a maintenance cycle and a scan
+    # Let start-up work (a full backlog scan, the garbage collection of 10k agents' objects)
+    # finish, then measure a window of idleness.
+    await asyncio.sleep(max(3.0, lease_ms / 1000))
     pids = [w.pid for w in workers] + [private_redis.pid]
     before = [cpu_seconds(pid) for pid in pids]
     await asyncio.sleep(idle_s)  # the measurement window itself
@@ -83,5 +84,5 @@ async def test_ten_thousand_idle_agents_cost_almost_nothing(
         turn_latency_ms_p50=round(1000 * statistics.median(latencies), 1),
         turn_latency_ms_max=round(1000 * max(latencies), 1),
     )
-    assert max(cpu[:2]) < 5.0, f"idle workers use {cpu[:2]}% CPU"
+    assert max(cpu[:2]) < 3.0, f"idle workers use {cpu[:2]}% CPU"
     assert max(latencies) < 1.0, f"slowest turn took {max(latencies):.2f}s"

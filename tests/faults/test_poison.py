@@ -20,7 +20,6 @@ import dataclasses
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from pygents_dist import Client, DeadLetteredError
 from pygents_dist._keys import Keys
 from pygents_dist.errors import DeadLetterReason
 from pygents_dist.testing import WorkerPool, WorkerProcess
-from tests.faults._support import APPS, count_keys, read_effects, report, wait_for
+from tests.faults._support import APPS, count_keys, raw_redis, read_effects, report
 
 AGENT = "a0"
 U = DeadLetterReason.UNDECODABLE
@@ -114,11 +113,23 @@ wrong_types: dict[str, st.SearchStrategy[Any]] = {
     ),
     "hooks": st.one_of(
         anything.filter(lambda v: not isinstance(v, dict) and bool(v)),
-        st.dictionaries(st.text(max_size=4), anything.filter(lambda v: not isinstance(v, list)), min_size=1, max_size=2),
-        st.dictionaries(st.text(max_size=4), st.lists(non_str, min_size=1, max_size=2), min_size=1, max_size=2),
+        st.dictionaries(
+            st.text(max_size=4),
+            anything.filter(lambda v: not isinstance(v, list)),
+            min_size=1,
+            max_size=2,
+        ),
+        st.dictionaries(
+            st.text(max_size=4), st.lists(non_str, min_size=1, max_size=2), min_size=1, max_size=2
+        ),
     ),
     "ts": anything.filter(lambda v: bool(v) and (not isinstance(v, int | float) or v is True)),
 }
+
+
+def wrong_field(name: str) -> st.SearchStrategy[Bad]:
+    """Envelopes whose field ``name`` has a value of the wrong type."""
+    return wrong_types[name].map(lambda v: Bad(pack(envelope(**{name: v})), U))
 
 
 def _nested(depth: int) -> Any:
@@ -138,9 +149,7 @@ bad_messages: st.SearchStrategy[Bad] = st.one_of(
     .filter(lambda v: v != 1)
     .map(lambda v: Bad(pack(envelope(v=v)), U)),
     # a field of the wrong type
-    st.sampled_from(sorted(wrong_types)).flatmap(
-        lambda f: wrong_types[f].map(lambda v, f=f: Bad(pack(envelope(**{f: v})), U))
-    ),
+    st.sampled_from(sorted(wrong_types)).flatmap(lambda f: wrong_field(f)),
     # a required field missing
     st.sampled_from(["v", "id", "agent", "tool", "args", "kwargs", "timeout"]).map(
         lambda f: Bad(pack(envelope(**{f: ...})), U)
@@ -180,7 +189,7 @@ bad_messages: st.SearchStrategy[Bad] = st.one_of(
 )
 
 
-def read_reply(r: redis.Redis, key: str, timeout: float = 15.0) -> dict[bytes, bytes]:
+def read_reply(r: Any, key: str, timeout: float = 15.0) -> dict[bytes, bytes]:
     """The first entry of a reply stream, waiting up to ``timeout`` seconds."""
     got = r.xread({key: "0-0"}, count=1, block=int(timeout * 1000))
     assert got, f"no reply on {key} within {timeout}s"
@@ -191,7 +200,10 @@ def read_reply(r: redis.Redis, key: str, timeout: float = 15.0) -> dict[bytes, b
 def start_worker(worker_factory: WorkerPool, tmp_path: Path, *args: str) -> WorkerProcess:
     env = {"FAULT_LOG": str(tmp_path / "effects.log"), "FAULT_AGENTS": "2"}
     return worker_factory(
-        "faultapp", args=("--lease-ms", "1500", "--log-level", "ERROR", *args), pythonpath=[APPS], env=env
+        "faultapp",
+        args=("--lease-ms", "1500", "--log-level", "ERROR", *args),
+        pythonpath=[APPS],
+        env=env,
     )
 
 
@@ -205,7 +217,7 @@ def run_property(
     worker = start_worker(worker_factory, tmp_path)
     keys = Keys(key_prefix)
     reasons: Counter[str] = Counter()
-    r = redis.Redis.from_url(redis_url, socket_timeout=30)
+    r: Any = redis.Redis.from_url(redis_url, socket_timeout=30)
     last_dead = [b"0-0"]
 
     @settings(
@@ -290,12 +302,10 @@ async def test_garbage_signals_do_not_silence_the_worker(
     # A 60 s lease makes the periodic backlog scan too rare to hide a dead signal loop.
     start_worker(worker_factory, tmp_path, "--lease-ms", "60000")
     keys = Keys(key_prefix)
-    raw = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        for fields in ({b"a": b"\xff\xfe"}, {b"x": b"1"}, {b"a": b"nobody"}, {b"a": b"{a0}"}):
+    async with raw_redis(redis_url) as raw:
+        garbage: list[Any] = [{b"a": b"\xff\xfe"}, {b"x": b"1"}, {b"a": b"nobody"}, {b"a": b"{a0}"}]
+        for fields in garbage:
             await raw.xadd(keys.ready, fields)
-    finally:
-        await raw.aclose()
     async with Client(redis_url) as client:
         began = time.monotonic()
         assert await asyncio.wait_for(client.call(AGENT, "echo", kwargs={"value": 1}), 10) == 1
@@ -326,9 +336,15 @@ async def test_a_turn_that_kills_every_worker_is_dead_lettered(
         async with Client(redis_url) as client:
             # Queue good turns around the poison one, in one batch (the agent is paused).
             await client.pause(AGENT)
-            before = [await client.send(AGENT, "echo", kwargs={"value": f"b{i}"}, reply=True) for i in range(3)]
+            before = [
+                await client.send(AGENT, "echo", kwargs={"value": f"b{i}"}, reply=True)
+                for i in range(3)
+            ]
             poison = await client.send(AGENT, "die", kwargs={"key": "p"}, reply=True)
-            after = [await client.send(AGENT, "echo", kwargs={"value": f"a{i}"}, reply=True) for i in range(3)]
+            after = [
+                await client.send(AGENT, "echo", kwargs={"value": f"a{i}"}, reply=True)
+                for i in range(3)
+            ]
             began = time.monotonic()
             await client.resume(AGENT)
             for turn_id in before + after:
@@ -358,6 +374,3 @@ async def test_a_turn_that_kills_every_worker_is_dead_lettered(
 async def _drain(values: Any) -> None:
     async for _ in values:
         pass
-
-
-_unused: Callable[..., Any] = read_effects

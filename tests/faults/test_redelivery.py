@@ -27,9 +27,7 @@ async def test_a_long_turn_on_a_live_worker_runs_once(
     log = tmp_path / "effects.log"
     env = {"FAULT_LOG": str(log), "FAULT_AGENTS": "4"}
     args = ("--lease-ms", str(LEASE_MS), "--log-level", "WARNING")
-    workers = [
-        worker_factory("faultapp", args=args, pythonpath=[APPS], env=env) for _ in range(3)
-    ]
+    workers = [worker_factory("faultapp", args=args, pythonpath=[APPS], env=env) for _ in range(3)]
     async with Client(redis_url) as client:
         long_call = asyncio.create_task(
             client.call("a0", "slow", kwargs={"key": "long", "seconds": seconds}, timeout=300)

@@ -65,8 +65,8 @@ async def run_chains_through_outage(
     keys: Keys,
     log: Path,
     workers: list[WorkerProcess],
-    outage: Callable[[], None],
-    restore: Callable[[], None],
+    outage: Callable[[], object],
+    restore: Callable[[], object],
     seconds: float,
 ) -> dict[str, float]:
     """Run chains, break Redis mid-run for ``seconds``, and check that nothing was lost or
@@ -79,9 +79,10 @@ async def run_chains_through_outage(
         await asyncio.sleep(seconds)  # how long the fault lasts, not a wait for an event
         restore()
         ended = time.monotonic()
-        assert await asyncio.wait_for(
-            client.call("collector", "echo", kwargs={"value": "probe"}), 30
-        ) == "probe"
+        assert (
+            await asyncio.wait_for(client.call("collector", "echo", kwargs={"value": "probe"}), 30)
+            == "probe"
+        )
         recovered = time.monotonic() - ended
         async with raw_redis(url) as r:
             await wait_for(lambda: chains_finished(r, keys, AGENTS), 60, "the chains")

@@ -16,9 +16,11 @@ from pygents_dist.testing import WorkerPool, WorkerProcess
 from tests.faults._support import APPS, count_keys, read_effects, report, wait_for
 
 
-def start(worker_factory: WorkerPool, log: Path, grace: float) -> WorkerProcess:
+def start(
+    worker_factory: WorkerPool, log: Path, grace: float, lease_ms: int = 1000
+) -> WorkerProcess:
     env = {"FAULT_LOG": str(log), "FAULT_AGENTS": "1"}
-    args = ("--lease-ms", "1000", "--grace", str(grace), "--log-level", "WARNING")
+    args = ("--lease-ms", str(lease_ms), "--grace", str(grace), "--log-level", "WARNING")
     return worker_factory("faultapp", args=args, pythonpath=[APPS], env=env)
 
 
@@ -52,17 +54,20 @@ async def test_past_the_grace_period_the_turn_is_handed_back(
     worker_factory: WorkerPool, redis_url: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "effects.log"
-    first = start(worker_factory, log, grace=0.5)
+    # A long lease: the periodic backlog scan would find the turn only after 5 s, so a quick
+    # takeover shows that the stopping worker handed it back actively.
+    first = start(worker_factory, log, grace=0.5, lease_ms=5000)
     async with Client(redis_url) as client:
         call = asyncio.create_task(
             client.call("a0", "slow", kwargs={"key": "long", "seconds": 4.0})
         )
         await wait_for(lambda: started(log, "long"), 10, "the long turn to start")
-        second = start(worker_factory, log, grace=10)  # the agent is owned: it waits
+        second = start(worker_factory, log, grace=10, lease_ms=5000)  # a0 is owned: it waits
         first.terminate()
         signalled = time.monotonic()
         code = await asyncio.to_thread(first.wait, 10)
-        exited = time.monotonic() - signalled
+        exited_at = time.monotonic()
+        exited = exited_at - signalled
         assert code == 0, first.output_text
         assert "handed back" in first.output_text
         assert await asyncio.wait_for(call, 30) == "long"
@@ -72,10 +77,13 @@ async def test_past_the_grace_period_the_turn_is_handed_back(
     runs = [e for e in effects if e.kind == "slow" and e.key == "long"]
     assert [e.pid for e in runs] == [first.pid, second.pid], runs
     assert [e.pid for e in effects if e.kind == "slow_end"] == [second.pid]
+    taken_over = runs[1].t - exited_at
+    assert taken_over < 1.0, f"the turn was taken over {taken_over:.2f}s after the exit"
     report(
         "sigterm_past_grace",
         exit_code=code,
         exit_after_s=round(exited, 2),
+        taken_over_after_exit_s=round(taken_over, 3),
         handed_back_and_done_after_s=round(finished, 2),
         lost=0,
     )
