@@ -395,9 +395,12 @@ class Pygents:
         agents: int,
         per_agent: int,
         workers: int,
-        drain: bool,
+        mode: str,
         deadline_s: float = 300.0,
     ) -> dict[str, Any]:
+        """Turns/s of ``agents`` x ``per_agent`` trivial turns. ``mode``: ``e2e`` (sent while
+        the workers run), ``paused`` (sent while the agents are paused, timed from resume)
+        or ``cold`` (sent with no worker running, timed from the READY of a fresh one)."""
         from pygents_dist import Client
 
         await self._flush()
@@ -412,16 +415,22 @@ class Pygents:
                         *(client._check_agent(a) for a in names[start : start + 200])
                     )
                 await client.call("a0", "noop", kwargs={"i": -1})  # warm the worker up
-                if drain:
+                if mode == "paused":
                     for a in names:
                         await client.pause(a)
                     await self._send(client, names, per_agent)
+                elif mode == "cold":
+                    for proc in procs:
+                        proc.terminate()
+                        proc.wait(30)
+                    await self._send(client, names, per_agent)
+                    procs = [pool("dist_app", args=self.worker_args) for _ in range(workers)]
                 cpu = CpuMeter([p.pid for p in procs], self.redis_pid)
                 cpu.start()
                 t0 = time.perf_counter()
-                if drain:
+                if mode == "paused":
                     await asyncio.gather(*(client.resume(a) for a in names))
-                else:
+                elif mode == "e2e":
                     await self._send(client, names, per_agent)
                 finished = await self._drained(client, names, time.monotonic() + deadline_s)
                 seconds = time.perf_counter() - t0
@@ -524,31 +533,26 @@ async def bench_pygents(
     url: str, redis_pid: int, turns: int, calls: int, many: int, worker_args: list[str]
 ) -> list[dict[str, Any]]:
     p = Pygents(url, redis_pid, worker_args)
-    rows = [
-        await p.throughput(
-            "1 worker, 1 agent, e2e", agents=1, per_agent=turns, workers=1, drain=False
-        ),
-        await p.throughput(
-            "1 worker, 1 agent, drain", agents=1, per_agent=turns, workers=1, drain=True
-        ),
-        await p.throughput(
-            "1 worker, 8 agents, e2e", agents=8, per_agent=turns // 8, workers=1, drain=False
-        ),
-        await p.throughput(
-            "2 workers, 8 agents, e2e", agents=8, per_agent=turns // 8, workers=2, drain=False
-        ),
-        await p.throughput(
-            "1 worker, 8 agents, drain", agents=8, per_agent=turns // 8, workers=1, drain=True
-        ),
-        await p.throughput(
-            "2 workers, 8 agents, drain", agents=8, per_agent=turns // 8, workers=2, drain=True
-        ),
-        await p.throughput(
-            f"1 worker, {many:,} agents x 3, e2e", agents=many, per_agent=3, workers=1, drain=False
-        ),
-        await p.round_trip(calls),
-        await p.stream(turns),
+    eighth = turns // 8
+    cases: list[tuple[str, int, int, int, str]] = [
+        # name, agents, turns per agent, workers, mode
+        ("1 worker, 1 agent, e2e", 1, turns, 1, "e2e"),
+        ("1 worker, 1 agent, drain (paused)", 1, turns, 1, "paused"),
+        ("1 worker, 1 agent, drain (cold)", 1, turns, 1, "cold"),
+        ("1 worker, 8 agents, e2e", 8, eighth, 1, "e2e"),
+        ("2 workers, 8 agents, e2e", 8, eighth, 2, "e2e"),
+        ("1 worker, 8 agents, drain (paused)", 8, eighth, 1, "paused"),
+        ("2 workers, 8 agents, drain (paused)", 8, eighth, 2, "paused"),
+        (f"1 worker, {many:,} agents x 3, e2e", many, 3, 1, "e2e"),
+        (f"1 worker, {many:,} agents x 3, drain (cold)", many, 3, 1, "cold"),
     ]
+    rows = []
+    for name, agents, per_agent, workers, mode in cases:
+        rows.append(
+            await p.throughput(name, agents=agents, per_agent=per_agent, workers=workers, mode=mode)
+        )
+    rows.append(await p.round_trip(calls))
+    rows.append(await p.stream(turns))
     return rows
 
 
@@ -944,7 +948,9 @@ def report(rows: list[dict[str, Any]], problems: dict[str, str], peers: list[str
         "per s: turns (values for the stream) per second; wCPU/rCPU: CPU seconds per 1,000 of "
         "the worker processes / redis-server; x...: ours / theirs (throughput: higher is "
         "better; round trip: p50/p99 ratio, lower is better). e2e: the client enqueues while "
-        "the workers drain; drain: enqueued first, timed from resume to empty."
+        "the workers drain; drain (paused): enqueued while the agents are paused, timed from "
+        "resume to empty; drain (cold): enqueued with no worker running, timed from a fresh "
+        "worker's READY to empty."
     )
     for peer, problem in problems.items():
         lines.append(f"{peer}: {problem}")

@@ -8,6 +8,7 @@ SHA and reloaded automatically after a Redis restart.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib.resources
 import time
@@ -32,6 +33,9 @@ T = TypeVar("T")
 type Entry = tuple[bytes, dict[bytes, bytes]]
 _SCRIPTS = ("acquire", "renew", "release", "fetch", "commit", "claim", "take")
 _READY_CAP = 100_000
+#: Script calls of many agents sent in one pipeline, and such pipelines in flight at once.
+_BATCH_MAX = 128
+_BATCH_FLIGHTS = 2
 _DEAD_CAP = 100_000
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -90,6 +94,10 @@ class Transport:
         self._scripts = {
             name: client.register_script((source / f"{name}.lua").read_text()) for name in _SCRIPTS
         }
+        self._batch: list[tuple[Sequence[tuple[str, list[Any], list[Any]]], asyncio.Future[Any]]]
+        self._batch = []
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._direct = 0
 
     @classmethod
     def from_url(
@@ -127,12 +135,15 @@ class Transport:
             return await self._call(script(keys=list(keys), args=list(args)), name)
 
     async def _run_scripts(
-        self, calls: Sequence[tuple[str, list[Any], list[Any]]], what: str
+        self,
+        calls: Sequence[tuple[str, list[Any], list[Any]]],
+        what: str,
+        raise_errors: bool = True,
     ) -> list[Any]:
         """Run scripts ``(name, keys, args)`` in order, pipelined in one round trip.
 
         A script Redis does not know (it restarted) did not run: it is loaded and run again on
-        its own, after the others.
+        its own, after the others. A script's error is raised, or returned in its place.
         """
         pipe = self.redis.pipeline(transaction=False)
         for name, keys, args in calls:
@@ -142,9 +153,59 @@ class Transport:
             if isinstance(got, NoScriptError):
                 name, keys, args = calls[i]
                 results[i] = await self._script(name, keys, args)
-            elif isinstance(got, Exception):
+            elif isinstance(got, Exception) and raise_errors:
                 raise got
         return results
+
+    async def _batched(self, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
+        """``_run_scripts(calls)``, sent together with the script calls other tasks make at the
+        same moment: calls made while pipelines are in flight share the next one, so many
+        agents share one round trip and its client-side cost. Alone, a call goes at once.
+        """
+        if not self._flushers and not self._direct:  # nothing in flight: go at once
+            self._direct += 1
+            try:
+                if len(calls) == 1:
+                    name, keys, args = calls[0]
+                    return [await self._script(name, keys, args)]
+                return await self._run_scripts(calls, "scripts")
+            finally:
+                self._direct -= 1
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._batch.append((calls, future))
+        if len(self._flushers) < _BATCH_FLIGHTS:
+            task = asyncio.create_task(self._flush_batches())
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
+        return await future
+
+    async def _flush_batches(self) -> None:
+        while self._batch:
+            batch = self._batch[:_BATCH_MAX]
+            del self._batch[:_BATCH_MAX]
+            calls = [call for group, _future in batch for call in group]
+            try:
+                results = await self._run_scripts(calls, "scripts", raise_errors=False)
+            except asyncio.CancelledError:
+                for _group, future in batch:
+                    future.cancel()
+                raise
+            except Exception as exc:  # the connection: every caller learns it
+                for _group, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for group, future in batch:
+                got = results[start : start + len(group)]
+                start += len(group)
+                if future.done():
+                    continue
+                error = next((r for r in got if isinstance(r, Exception)), None)
+                if error is None:
+                    future.set_result(got)
+                else:
+                    future.set_exception(error)
 
     async def ping(self) -> None:
         """Check that Redis answers."""
@@ -266,13 +327,16 @@ class Transport:
         await self._call(self.redis.zrem(self.keys.owned, agent), "owned")
 
     async def expired_owners(self) -> list[str]:
-        """Agents whose owner stopped renewing (dead or stalled); removed from the set."""
+        """Agents whose owner stopped renewing (dead or stalled).
+
+        They stay in the set until a worker serving them takes them over (which rewrites the
+        expiry) or releases them, so a worker that does not serve an agent cannot hide it
+        from the ones that do.
+        """
         now = time.time() * 1000
         raw = await self._call(
             self.redis.zrangebyscore(self.keys.owned, "-inf", now, start=0, num=1000), "owned"
         )
-        if raw:
-            await self._call(self.redis.zrem(self.keys.owned, *raw), "owned")
         return [a.decode() for a in raw]
 
     # -- reading and committing ----------------------------------------------------------
@@ -327,18 +391,10 @@ class Transport:
         (``lua/take.lua``); see ``Taken``. The caller records the lease in the ``owned`` set
         (``mark_owned``)."""
         k = self.keys
-        got = await self._script(
-            "take",
-            [
-                k.turns(agent),
-                k.owner(agent),
-                k.state(agent),
-                k.outbox(agent),
-                k.done(agent),
-                k.cancel(agent),
-            ],
-            [worker_id, lease_ms, GROUP, count, claim, claimed_count],
-        )
+        keys = [k.turns(agent), k.owner(agent), k.state(agent), k.outbox(agent), k.done(agent)]
+        keys.append(k.cancel(agent))
+        args = [worker_id, lease_ms, GROUP, count, claim, claimed_count]
+        (got,) = await self._batched([("take", keys, args)])
         status = int(got[0])
         if status > 0:
             return Taken(status)
@@ -386,12 +442,11 @@ class Transport:
             k.cancel(agent),
         ]
         fetch_args = [owner, GROUP, consumer, count, "0" if pending else ">", int(release)]
-        done, got = await self._run_scripts(
+        done, got = await self._batched(
             [
                 ("commit", commit_keys, [owner, pack_for_lua(ops)]),
                 ("fetch", fetch_keys, fetch_args),
-            ],
-            "commit",
+            ]
         )
         if got[0] != 0:
             return bool(done), int(got[0]), [], [], False

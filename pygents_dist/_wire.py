@@ -192,14 +192,18 @@ def encode_turn(
 
 
 def _depth_ok(value: Any, limit: int) -> bool:
+    """Whether no list or map in ``value`` is nested ``limit`` levels deep (only containers
+    are visited: the walk costs nothing per scalar)."""
+    if not isinstance(value, (list, dict)):
+        return True
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, (list, dict)):
-            if depth >= limit:
-                return False
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+        if depth >= limit:
+            return False
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (list, dict)):
+                stack.append((child, depth + 1))
     return True
 
 

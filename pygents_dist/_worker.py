@@ -395,6 +395,8 @@ class Worker:
                 name = fields.get(b"a", b"").decode(errors="replace")
                 if name in self.agents:
                     self._schedule(name)
+            if entries:
+                await asyncio.sleep(0)  # let the agents just scheduled start before reading on
 
     async def _maintenance_loop(self) -> None:
         interval = self.settings.lease_ms / 3000
@@ -425,6 +427,8 @@ class Worker:
         self._owned_recorded.update(a for a in leases if a in self._taken_at)  # renew wrote them
         for agent in await transport.expired_owners():
             if agent in self.agents:
+                # Its stale entry is in the set: remove it once we have served the agent.
+                self._owned_recorded.add(agent)
                 self._schedule(agent)
         await self._scan(self._scan_slice(round_no))
         if self.settings.metrics_port is not None:
@@ -960,6 +964,8 @@ class Worker:
             (":q", "queue", served.context_queue.items),
             (":p", "pool", served.context_pool.items),
         ):
+            if not items and agent + suffix not in self._saved_context:
+                continue  # never had any: nothing to write
             try:
                 blob = _wire.encode_value([i.to_dict() for i in items], self.settings.limits)
             except PayloadError as exc:

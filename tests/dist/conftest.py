@@ -3,7 +3,9 @@ a plain Redis client for looking at (and poking) what the tools and the runtime 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -51,16 +53,28 @@ def start(worker_factory: WorkerPool, redis_url: str) -> StartWorker:
     return start_worker
 
 
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """Workers shared by the tests of a module, and their namespace."""
+
+    namespace: str
+    workers: list[WorkerProcess]
+
+
 @contextlib.contextmanager
-def module_worker(redis_server: RedisEndpoint, target: str = "cluster_app") -> Iterator[str]:
-    """One worker serving ``target`` under a fresh namespace of its own, for a whole module
-    whose tests do not disturb each other; yields the namespace."""
+def module_workers(
+    redis_server: RedisEndpoint, *args: str, target: str = "cluster_app", count: int = 1
+) -> Iterator[Shared]:
+    """``count`` workers serving ``target`` under a fresh namespace of their own, for a whole
+    module whose tests leave the agents idle and unpaused and use keys of their own."""
     namespace = f"m{uuid.uuid4().hex[:8]}"
     env = {"PYGENTS_KEY_PREFIX": namespace, "PYGENTS_REDIS_URL": redis_server.url}
+    options = worker_args("--namespace", namespace, *args)
     with WorkerPool(redis_server.url, pythonpath=[APPS], env=env) as pool:
         try:
-            pool(target, args=worker_args("--namespace", namespace))
-            yield namespace
+            with concurrent.futures.ThreadPoolExecutor(count) as starter:
+                workers = list(starter.map(lambda _: pool(target, args=options), range(count)))
+            yield Shared(namespace, workers)
         finally:
             pool.close()
             for worker in pool.workers:

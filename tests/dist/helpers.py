@@ -6,8 +6,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+import pytest
 import redis.asyncio as aioredis
 
+from pygents_dist import Client, DeadLetteredError
 from pygents_dist.testing import WorkerProcess
 
 
@@ -45,3 +47,24 @@ async def start_together(
 def pids(workers: Sequence[WorkerProcess]) -> set[int]:
     """The process ids of ``workers``."""
     return {w.pid for w in workers}
+
+
+async def dead_letters(client: Client) -> dict[str, dict[str, str]]:
+    """Dead letters by turn id: their fields (``m`` left out) as text."""
+    out: dict[str, dict[str, str]] = {}
+    for _entry_id, fields in await client.transport.dead_letters(100):
+        text = {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k != b"m"}
+        out[text["id"]] = text
+    return out
+
+
+async def refused(client: Client, agent: str, turn_id: str) -> DeadLetteredError:
+    """The DeadLetteredError a caller waiting on ``turn_id`` gets."""
+    with pytest.raises(DeadLetteredError) as info:
+        await asyncio.wait_for(anext(aiter(client.results(agent, turn_id)), None), 15)
+    return info.value
+
+
+async def stream_length(client: Client, agent: str) -> int:
+    """Entries left in ``agent``'s turn stream (processed ones are deleted)."""
+    return int(await client.transport.redis.xlen(client.transport.keys.turns(agent)))

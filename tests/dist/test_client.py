@@ -23,7 +23,7 @@ from pygents_dist import (
     UnknownAgentError,
 )
 from pygents_dist.testing import RedisEndpoint
-from tests.dist.conftest import module_worker
+from tests.dist.conftest import module_workers
 from tests.dist.helpers import eventually, pop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,8 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def namespace(redis_server: RedisEndpoint) -> Iterator[str]:
     """The namespace of the module's worker."""
-    with module_worker(redis_server) as shared:
-        yield shared
+    with module_workers(redis_server) as shared:
+        yield shared.namespace
 
 
 async def test_call_returns_the_tool_result(client: Client) -> None:

@@ -1,4 +1,11 @@
-"""Several real worker processes on one Redis: sharing, routing, locks, order, crashes, state."""
+"""Two real worker processes serving the whole module: they share the agents, keep one
+agent's order, serialise a locked tool, hold a paused agent, never run a long turn twice; a
+third process reads a stream.
+
+The tests share the workers (``--concurrency 1``: one agent at a time each, so two agents
+go to two workers; ``--batch 4``) under a namespace of their own, leave the agents idle and
+unpaused, and use keys of their own.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +14,39 @@ import itertools
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from pygents_dist import Client, TurnCancelledError
 from pygents_dist._keys import GROUP
-from pygents_dist._wire import encode_turn, new_turn_id
-from tests.dist.conftest import StartWorker
-from tests.dist.helpers import pids, pop, start_together
+from pygents_dist.testing import RedisEndpoint
+from tests.dist.conftest import Shared, module_workers
+from tests.dist.helpers import pids, stream_length
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 type Key = Callable[[str], str]
+#: Leases renewed every third of this; the long turn outlasts three of them.
+LEASE_MS = "1000"
 
 
-async def stream_length(client: Client, agent: str) -> int:
-    return int(await client.transport.redis.xlen(client.transport.keys.turns(agent)))
+@pytest.fixture(scope="module")
+def shared(redis_server: RedisEndpoint) -> Iterator[Shared]:
+    """The module's two workers."""
+    options = ("--concurrency", "1", "--batch", "4", "--lease-ms", LEASE_MS)
+    with module_workers(redis_server, *options, count=2) as workers:
+        yield workers
 
 
-async def test_two_workers_share_the_agents(start: StartWorker, client: Client) -> None:
-    # One agent at a time per worker, so the second agent goes to the other worker.
-    workers = await start_together(start, ["--concurrency", "1"], ["--concurrency", "1"])
+@pytest.fixture
+def namespace(shared: Shared) -> str:
+    """The namespace of the module's workers."""
+    return shared.namespace
+
+
+async def test_two_workers_share_the_agents(client: Client, shared: Shared) -> None:
     calls = [
         client.call(agent, "work", kwargs={"i": i, "delay": 0.01})
         for agent in ("alpha", "beta")
@@ -35,28 +54,43 @@ async def test_two_workers_share_the_agents(start: StartWorker, client: Client) 
     ]
     results = await asyncio.gather(*calls)
     assert sorted(r["i"] for r in results) == sorted(list(range(30)) * 2)
-    assert {r["pid"] for r in results} == pids(workers)
+    assert {r["pid"] for r in results} == pids(shared.workers)
 
 
-async def test_a_send_from_a_tool_reaches_an_agent_served_by_another_process(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Key
+async def test_order_is_kept_with_two_workers_on_one_agent(
+    client: Client, store: aioredis.Redis, app_key: Key
 ) -> None:
-    back = start("--agents", "back")
-    front = start("--agents", "front")
-    assert await client.call("front", "forward", kwargs={"x": 7}) == "forwarded"
-    assert await pop(store, app_key("records")) == f"7 {back.pid}"
-    assert front.pid != back.pid
-    assert await client.call("back", "record", kwargs={"x": 8}) is None  # after the relayed one
-    assert await stream_length(client, "back") == 0
-    assert await stream_length(client, "front") == 0
-    assert await client.transport.redis.xlen(client.transport.keys.outbox("front")) == 0
+    for i in range(100):  # one by one, so ownership of the agent can change hands
+        await client.send("alpha", "seq", kwargs={"i": i})
+    assert await client.call("alpha", "add", kwargs={"a": 1, "b": 1}) == 2
+    order = [int(i) for i in await store.lrange(app_key("seq"), 0, -1)]
+    assert order == list(range(100))
+    assert await stream_length(client, "alpha") == 0
+
+
+async def test_a_locked_tool_runs_in_one_worker_at_a_time(
+    client: Client, store: aioredis.Redis, app_key: Key, shared: Shared
+) -> None:
+    for agent in ("alpha", "beta"):
+        await client.send_many(agent, "guarded", [{"i": i} for i in range(15)])
+    for agent in ("alpha", "beta"):  # after every guarded turn of the agent
+        assert await client.call(agent, "add", kwargs={"a": 0, "b": 0}) == 0
+
+    spans = sorted(
+        (float(start), float(end), int(pid))
+        for start, end, pid, _i in (s.split() for s in await store.lrange(app_key("spans"), 0, -1))
+    )
+    assert len(spans) == 30
+    assert {pid for _start, _end, pid in spans} == pids(shared.workers)  # both contended for it
+    for (_s1, end, _p1), (start_next, _e2, _p2) in itertools.pairwise(spans):
+        assert start_next >= end
+    assert await store.get(app_key("overlaps")) is None
 
 
 async def test_a_stream_is_read_from_a_third_process(
-    start: StartWorker, client: Client, redis_url: str, key_prefix: str
+    client: Client, redis_url: str, namespace: str
 ) -> None:
-    start()
-    turn_id = await client.send("alpha", "count", kwargs={"n": 6, "delay": 0.15}, reply=True)
+    turn_id = await client.send("alpha", "count", kwargs={"n": 6, "delay": 0.1}, reply=True)
     reader = textwrap.dedent(
         """
         import asyncio, sys
@@ -75,7 +109,7 @@ async def test_a_stream_is_read_from_a_third_process(
         "-c",
         reader,
         redis_url,
-        key_prefix,
+        namespace,
         turn_id,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -91,127 +125,19 @@ async def test_a_stream_is_read_from_a_third_process(
     assert [v async for v in client.results("alpha", turn_id)] == [0, 1, 2, 3, 4, 5]
 
 
-async def test_a_locked_tool_runs_in_one_worker_at_a_time(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Key
-) -> None:
-    workers = await start_together(start, ["--concurrency", "1"], ["--concurrency", "1"])
-    for agent in ("alpha", "beta"):
-        await client.send_many(agent, "guarded", [{"i": i} for i in range(15)])
-    for agent in ("alpha", "beta"):  # after every guarded turn of the agent
-        assert await client.call(agent, "add", kwargs={"a": 0, "b": 0}) == 0
-
-    spans = sorted(
-        (float(start), float(end), int(pid))
-        for start, end, pid, _i in (s.split() for s in await store.lrange(app_key("spans"), 0, -1))
-    )
-    assert len(spans) == 30
-    assert {pid for _start, _end, pid in spans} == pids(workers)  # both contended for it
-    for (_s1, end, _p1), (start_next, _e2, _p2) in itertools.pairwise(spans):
-        assert start_next >= end
-    assert await store.get(app_key("overlaps")) is None
-
-
-async def test_order_is_kept_with_two_workers_on_one_agent(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Key
-) -> None:
-    await start_together(start, ["--batch", "4"], ["--batch", "4"])
-    for i in range(100):  # one by one, so ownership of the agent can change hands
-        await client.send("alpha", "seq", kwargs={"i": i})
-    assert await client.call("alpha", "add", kwargs={"a": 1, "b": 1}) == 2
-    order = [int(i) for i in await store.lrange(app_key("seq"), 0, -1)]
-    assert order == list(range(100))
-    assert await stream_length(client, "alpha") == 0
-
-
-async def test_a_killed_workers_turn_is_finished_once_by_the_survivor(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Key
-) -> None:
-    first, second = await start_together(start, ["--lease-ms", "1000"], ["--lease-ms", "1000"])
-    turn_id = await client.send("alpha", "hold", kwargs={"tag": "k"}, reply=True)
-    victim_pid = int(await pop(store, app_key("entered:k")))  # the tool waits inside
-    victim, survivor = (first, second) if victim_pid == first.pid else (second, first)
-    victim.kill()
-    await store.rpush(app_key("release:k"), 1)
-
-    values = [v async for v in client.results("alpha", turn_id)]
-    assert values == ["released k"]
-    assert int(await pop(store, app_key("entered:k"))) == survivor.pid
-    assert await store.get(app_key("runs:k")) == "2"  # at-least-once execution...
-    context = await client.call("alpha", "history")  # queued after the follow-up
-    assert context["queue"].count("held k") == 1  # ...exactly-once effects
-    assert await store.lrange(app_key("marks"), 0, -1) == ["k"]
-    assert await stream_length(client, "alpha") == 0
-    assert survivor.is_running()
-
-
-async def test_turns_sent_before_any_worker_are_delivered_when_one_starts(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Key
-) -> None:
-    # Before any worker ever existed: a plain XADD, as any publisher can do.
-    early = [
-        (
-            "alpha",
-            turn_id,
-            encode_turn(turn_id=turn_id, agent="alpha", tool="seq", args=[i], kwargs={}, timeout=5),
-            b"",
-        )
-        for i, turn_id in enumerate(new_turn_id() for _ in range(3))
-    ]
-    await client.transport.send_turns(early)
-    first = start()
-    assert await client.call("alpha", "add", kwargs={"a": 1, "b": 2}) == 3
-    assert await store.lrange(app_key("seq"), 0, -1) == ["0", "1", "2"]
-
-    # Between workers: the agent is declared, nobody serves it.
-    first.terminate()
-    assert await asyncio.to_thread(first.wait, 10) == 0
-    for i in range(3, 6):
-        await client.send("alpha", "seq", kwargs={"i": i})
-    assert await stream_length(client, "alpha") == 3
-    second = start()
-    assert await client.call("alpha", "add", kwargs={"a": 1, "b": 2}) == 3
-    assert await store.lrange(app_key("seq"), 0, -1) == [str(i) for i in range(6)]
-    assert set(await store.lrange(app_key("seq-pids"), 0, -1)) == {
-        str(first.pid),
-        str(second.pid),
-    }
-
-
 async def test_a_long_turn_on_a_live_worker_runs_once(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Key
+    client: Client, store: aioredis.Redis, app_key: Key, shared: Shared
 ) -> None:
-    workers = await start_together(start, ["--lease-ms", "700"], ["--lease-ms", "700"])
-    pid = await client.call("alpha", "long", kwargs={"seconds": 2.5})  # over three leases
-    assert pid in pids(workers)
+    pid = await client.call("alpha", "long", kwargs={"seconds": 3.2})  # over three leases
+    assert pid in pids(shared.workers)
     assert await store.get(app_key("runs:long")) == "1"
-    assert all(w.is_running() for w in workers)
+    assert all(w.is_running() for w in shared.workers)
     assert await stream_length(client, "alpha") == 0
-
-
-async def test_follow_ups_and_context_survive_a_worker_restart(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Key
-) -> None:
-    first = start("--lease-ms", "1000")
-    await client.call("alpha", "note", kwargs={"text": "first"})
-    await client.call("alpha", "remember", kwargs={"key": "k1", "text": "one"})
-    assert await client.call("alpha", "chain", kwargs={"n": 3}) is None  # routed, not returned
-    assert await pop(store, app_key("chain-done")) == str(first.pid)  # follow-ups ran
-    first.kill()
-
-    second = start()
-    context = await client.call("alpha", "history")
-    assert context["pid"] == second.pid
-    assert context["queue"] == ["first", "step 3", "step 2", "step 1", "step 0"]
-    assert context["pool"] == "- [k1] about k1"
-    await client.call("alpha", "note", kwargs={"text": "second"})
-    assert (await client.call("alpha", "history"))["queue"][-2:] == ["step 0", "second"]
-    assert (await client.call("beta", "history"))["queue"] == []  # per agent
 
 
 async def test_pause_holds_every_worker_and_a_cancelled_queued_turn_never_runs(
-    start: StartWorker, client: Client
+    client: Client,
 ) -> None:
-    await start_together(start, [], [])
     await client.pause("alpha")
     kept = asyncio.create_task(client.call("alpha", "add", kwargs={"a": 1, "b": 2}))
     dropped = await client.send("alpha", "add", kwargs={"a": 5, "b": 5}, reply=True)

@@ -17,7 +17,7 @@ from pygents.errors import TurnTimeoutError
 from pygents_dist import Client, RemoteError
 from pygents_dist.testing import RedisEndpoint
 from tests.dist.apps.parity_app import AGENT, build
-from tests.dist.conftest import module_worker
+from tests.dist.conftest import module_workers
 from tests.dist.helpers import eventually
 
 
@@ -114,8 +114,8 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
 def parity_namespace(redis_server: RedisEndpoint) -> Iterator[str]:
     """One worker serving the parity agent for the module's ``redis`` tests; only the
     context test writes the agent's context."""
-    with module_worker(redis_server, "parity_served") as namespace:
-        yield namespace
+    with module_workers(redis_server, target="parity_served") as shared:
+        yield shared.namespace
 
 
 async def test_a_call_returns_the_same_result(served: Served) -> None:

@@ -108,10 +108,10 @@ async def work(i: int, delay: float = 0.005) -> dict[str, int]:
 
 
 @tool
-async def seq(i: int) -> None:
-    """Append ``i`` to the ``seq`` list: the list is the agent's execution order."""
-    await store().rpush(app_key("seq"), i)
-    await store().rpush(app_key("seq-pids"), os.getpid())
+async def seq(i: int, key: str = "seq") -> None:
+    """Append ``i`` to the list ``key`` (the execution order) and the pid to ``<key>-pids``."""
+    await store().rpush(app_key(key), i)
+    await store().rpush(app_key(f"{key}-pids"), os.getpid())
 
 
 @tool(lock=True)
