@@ -17,9 +17,9 @@ Other modes::
     .venv/bin/python benchmarks/core.py --only chain -v  # some cases, every repetition shown
     .venv/bin/python benchmarks/core.py --compare --cached-baseline  # reuse the last 0.7.0 run
 
-A fresh ``--compare`` takes about 2.5 minutes on an idle 2-vCPU machine, nearly all of it
+A fresh ``--compare`` takes about 2.5 minutes on the 2-vCPU dev machine, nearly all of it
 0.7.0 (about 8k turns/s: 100k turns x 3 repetitions x 2 cases); ``--cached-baseline`` cuts it
-to about 30 s. The machine must be otherwise idle for the figures to mean anything: on a
+to about 15 s. The machine must be otherwise idle for the figures to mean anything: on a
 shared box, compare ratios from one run, not absolute figures across runs.
 
 Only the public API is used, so the script runs unchanged against either implementation.

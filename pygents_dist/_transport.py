@@ -16,6 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+    hiredis = None  # type: ignore[assignment]
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,6 +43,32 @@ _BATCH_MAX = 128
 _BATCH_FLIGHTS = 2
 _DEAD_CAP = 100_000
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def _hiredis_packing(base: type[Any]) -> type[Any]:
+    """``base`` (a redis-py asyncio connection class) packing commands with hiredis's C
+    packer, as redis-py's sync client does: its asyncio connections pack in Python, which
+    costs more than the rest of a pipelined command. Values hiredis does not take (bool,
+    bytearray) go through redis-py's packer and its errors."""
+
+    class HiredisPacking(base):  # type: ignore[misc]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            first = args[0]
+            if isinstance(first, str):
+                args = (*first.encode().split(), *args[1:])
+            elif b" " in first:
+                args = (*first.split(), *args[1:])
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                packed: list[bytes] = super().pack_command(*args)
+                return packed
+
+        def pack_commands(self, commands: Iterable[Sequence[Any]]) -> list[bytes]:
+            return [b"".join([chunk for cmd in commands for chunk in self.pack_command(*cmd)])]
+
+    HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"HiredisPacking{base.__name__}"
+    return HiredisPacking
 
 
 def _entries(raw: Any) -> list[Entry]:
@@ -114,6 +145,9 @@ class Transport:
             max_connections=options.pop("max_connections", 256),
             **options,
         )
+        pool = client.connection_pool
+        if hiredis is not None:
+            pool.connection_class = _hiredis_packing(pool.connection_class)
         return cls(client, Keys(namespace))
 
     async def aclose(self) -> None:
