@@ -221,7 +221,14 @@ async def _serve(worker: Worker) -> None:
     def ready(worker_id: str) -> None:
         print(f"READY {worker_id}", flush=True)
 
-    await worker.run(on_ready=ready)
+    try:
+        await worker.run(on_ready=ready)
+    finally:
+        # Closing the loop would restore the default handlers, and a second SIGTERM during
+        # interpreter teardown would then kill a worker that already shut down cleanly.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _safe_url(url: str) -> str:

@@ -45,6 +45,32 @@ _DEAD_CAP = 100_000
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
+#: commit.lua then fetch.lua in one script call: each file's text becomes the body of a
+#: function whose KEYS and ARGV parameters shadow the script's. KEYS: commit's keys, then
+#: fetch's; ARGV[1] how many keys and ARGV[2] how many arguments are commit's, then commit's
+#: arguments, then fetch's. Returns {commit's reply, fetch's reply} (fetch runs only after a
+#: commit: a fenced-out batch reads nothing).
+_COMMIT_FETCH = """
+local nkeys, nargs = tonumber(ARGV[1]), tonumber(ARGV[2])
+local commit_keys, fetch_keys, commit_args, fetch_args = {}, {}, {}, {}
+for i = 1, #KEYS do
+  if i <= nkeys then commit_keys[i] = KEYS[i] else fetch_keys[i - nkeys] = KEYS[i] end
+end
+for i = 3, #ARGV do
+  if i <= 2 + nargs then commit_args[i - 2] = ARGV[i] else fetch_args[i - 2 - nargs] = ARGV[i] end
+end
+local function commit(KEYS, ARGV)
+<commit.lua>
+end
+local function fetch(KEYS, ARGV)
+<fetch.lua>
+end
+local done = commit(commit_keys, commit_args)
+if done ~= 1 then return {done, {-1}} end
+return {done, fetch(fetch_keys, fetch_args)}
+"""
+
+
 def _hiredis_packing(base: type[Any]) -> type[Any]:
     """``base`` (a redis-py asyncio connection class) packing commands with hiredis's C
     packer, as redis-py's sync client does: its asyncio connections pack in Python, which
@@ -125,6 +151,9 @@ class Transport:
         self._scripts = {
             name: client.register_script((source / f"{name}.lua").read_text()) for name in _SCRIPTS
         }
+        composed = _COMMIT_FETCH.replace("<commit.lua>", (source / "commit.lua").read_text())
+        composed = composed.replace("<fetch.lua>", (source / "fetch.lua").read_text())
+        self._scripts["commit_fetch"] = client.register_script(composed)
         self._batch: list[tuple[Sequence[tuple[str, list[Any], list[Any]]], asyncio.Future[Any]]]
         self._batch = []
         self._flushers: set[asyncio.Task[None]] = set()
@@ -214,6 +243,17 @@ class Transport:
         return await future
 
     async def _flush_batches(self) -> None:
+        try:
+            await self._flush_batches_loop()
+        finally:
+            # Leave the in-flight set as soon as the queue is seen empty, with no await in
+            # between: a call queued after that must start a flusher of its own (waiting for
+            # the done callback left such a call waiting forever when both flights ended).
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushers.discard(task)
+
+    async def _flush_batches_loop(self) -> None:
         while self._batch:
             batch = self._batch[:_BATCH_MAX]
             del self._batch[:_BATCH_MAX]
@@ -476,12 +516,10 @@ class Transport:
             k.cancel(agent),
         ]
         fetch_args = [owner, GROUP, consumer, count, "0" if pending else ">", int(release)]
-        done, got = await self._batched(
-            [
-                ("commit", commit_keys, [owner, pack_for_lua(ops)]),
-                ("fetch", fetch_keys, fetch_args),
-            ]
-        )
+        commit_args = [owner, pack_for_lua(ops)]
+        keys = [*commit_keys, *fetch_keys]
+        args = [len(commit_keys), len(commit_args), *commit_args, *fetch_args]
+        ((done, got),) = await self._batched([("commit_fetch", keys, args)])
         if got[0] != 0:
             return bool(done), int(got[0]), [], [], False
         return bool(done), 0, _entries(got[1]), list(got[2]), len(got) > 3 and bool(got[3])

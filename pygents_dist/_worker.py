@@ -243,6 +243,9 @@ class Worker:
         if not agents:
             raise ValueError("nothing to serve: the module defines no agents")
         self.agents = {check_agent_name(a.name): a for a in agents}
+        self._initial_context = {
+            name: (a.context_queue.items, a.context_pool.items) for name, a in self.agents.items()
+        }
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.transport = Transport.from_url(
             settings.redis_url, namespace=settings.namespace, **settings.redis_options
@@ -947,15 +950,22 @@ class Worker:
     # -- context -------------------------------------------------------------------------
 
     def _restore(self, agent: str, queue_blob: bytes | None, pool_blob: bytes | None) -> None:
+        # With nothing committed in Redis the agent starts from the context its module gave
+        # it, never from what this process last held (uncommitted, or another deployment's).
         served = self.agents[agent]
+        queue, pool = self._initial_context[agent]
         if queue_blob is not None:
-            served.context_queue.items = [
-                ContextItem.from_dict(d) for d in _wire.unpack(queue_blob)
-            ]
+            queue = [ContextItem.from_dict(d) for d in _wire.unpack(queue_blob)]
             self._saved_context[agent + ":q"] = queue_blob
+        else:
+            self._saved_context.pop(agent + ":q", None)
         if pool_blob is not None:
-            served.context_pool._restore(ContextItem.from_dict(d) for d in _wire.unpack(pool_blob))
+            pool = [ContextItem.from_dict(d) for d in _wire.unpack(pool_blob)]
             self._saved_context[agent + ":p"] = pool_blob
+        else:
+            self._saved_context.pop(agent + ":p", None)
+        served.context_queue.items = queue
+        served.context_pool._restore(pool)
 
     def _context_changes(self, agent: str) -> dict[str, bytes]:
         served = self.agents[agent]

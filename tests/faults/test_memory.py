@@ -15,6 +15,7 @@ The normal suite runs 20k turns; the full load test (200k turns) is the soak var
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -88,8 +89,12 @@ async def test_memory_returns_to_baseline_after_a_long_run(
                 batch = [{"value": i} for i in range(start, start + CHUNK)]
                 await client.send_many(agent, "echo", batch)
                 if n % 5 == 0:  # a share of calls (reply streams) and locked calls
-                    assert await client.call(agent, "echo", kwargs={"value": n}) == n
-                    assert await client.call(agent, "locked", kwargs={"key": str(n)}) == str(n)
+                    assert (
+                        await asyncio.wait_for(client.call(agent, "echo", kwargs={"value": n}), 60)
+                        == n
+                    )
+                    locked = client.call(agent, "locked", kwargs={"key": str(n)})
+                    assert await asyncio.wait_for(locked, 60) == str(n)
                     made += 2
                 if n % max(1, count // CHUNK // 10) == 0:
                     rss.append([rss_bytes(w.pid) for w in workers])

@@ -354,7 +354,8 @@ async def test_a_turn_that_kills_every_worker_is_dead_lettered(
             elapsed = time.monotonic() - began
             assert caught.value.reason == DeadLetterReason.TOO_MANY_DELIVERIES
             # the agent goes on serving
-            assert await client.call(AGENT, "echo", kwargs={"value": "later"}) == "later"
+            later = client.call(AGENT, "echo", kwargs={"value": "later"})
+            assert await asyncio.wait_for(later, 30) == "later"
     finally:
         keeper.cancel()
     effects = read_effects(tmp_path / "effects.log")

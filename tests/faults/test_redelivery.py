@@ -7,6 +7,7 @@ Soak: ``.venv/bin/python -m pytest tests/faults --soak -q``
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,12 @@ async def test_a_long_turn_on_a_live_worker_runs_once(
 
         await wait_for(running, 10, "the long turn to start")
         served = 0
+        deadline = time.monotonic() + seconds + 30
         while not long_call.done():  # the other agents keep being served meanwhile
+            assert time.monotonic() < deadline, "the long turn never finished"
             for agent in ("a1", "a2", "a3"):
-                assert await client.call(agent, "echo", kwargs={"value": served}) == served
+                call = client.call(agent, "echo", kwargs={"value": served})
+                assert await asyncio.wait_for(call, 10) == served
                 served += 1
             await asyncio.sleep(0.1)  # pace the side traffic
         assert long_call.result() == "long"

@@ -152,7 +152,8 @@ async def test_redis_losing_all_data_is_survived(
     keys = Keys(key_prefix)
     async with Client(url) as old:
         for agent in ("a0", "a1"):
-            assert await old.call(agent, "echo", kwargs={"value": agent}) == agent
+            call = old.call(agent, "echo", kwargs={"value": agent})
+            assert await asyncio.wait_for(call, 30) == agent
         private_redis.restart(kill=True)  # no persistence: everything is gone
         restarted = time.monotonic()
         # A client that knew the agents sends at once, before any worker noticed the loss.
@@ -177,7 +178,8 @@ async def test_redis_losing_all_data_is_survived(
         for agent in ("a0", "a1"):
             ids = await new.send_many(agent, "echo", [{"value": i} for i in range(50)])
             assert len(ids) == 50
-            assert await new.call(agent, "echo", kwargs={"value": "last"}) == "last"
+            call = new.call(agent, "echo", kwargs={"value": "last"})
+            assert await asyncio.wait_for(call, 30) == "last"
     echoed = {e.key for e in read_effects(log) if e.kind == "echo"}
     assert {str(i) for i in range(50)} <= echoed
     assert_healthy(workers)
