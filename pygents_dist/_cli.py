@@ -94,6 +94,12 @@ def _worker_parser() -> argparse.ArgumentParser:
         help="seconds in-flight turns get to finish on SIGTERM/SIGINT (30)",
     )
     p.add_argument(
+        "--linger-ms",
+        type=int,
+        default=0,
+        help="keep an agent this long after its last turn, for the next one (0: off)",
+    )
+    p.add_argument(
         "--loop",
         choices=["uvloop", "asyncio"],
         default="uvloop",
@@ -162,6 +168,7 @@ def _settings(ns: argparse.Namespace) -> WorkerSettings:
         limits=_wire.Limits(ns.max_message_bytes, ns.max_depth),
         metrics_port=ns.metrics_port,
         metrics_host=ns.metrics_host,
+        linger_ms=ns.linger_ms,
     )
 
 

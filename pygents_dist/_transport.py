@@ -524,6 +524,38 @@ class Transport:
             return bool(done), int(got[0]), [], [], False
         return bool(done), 0, _entries(got[1]), list(got[2]), len(got) > 3 and bool(got[3])
 
+    async def wait_fetch(
+        self,
+        agent: str,
+        owner: str,
+        consumer: str,
+        after: bytes,
+        block_ms: int,
+        count: int,
+        release: bool,
+    ) -> tuple[int, list[Entry], list[bytes], bool, bytes]:
+        """Wait up to ``block_ms`` for an entry newer than ``after`` in the agent's stream
+        (``XREAD``, which delivers nothing), then ``fetch`` in the same round trip: Redis runs
+        the fetch as soon as the wait ends. Returns fetch's ``(status, entries, flags,
+        released)`` and the newest id the wait saw (``after`` if none)."""
+        k = self.keys
+        keys = [k.turns(agent), k.owner(agent), k.state(agent), k.done(agent), k.cancel(agent)]
+        args = [owner, GROUP, consumer, count, ">", int(release)]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xread({k.turns(agent): after}, count=1, block=block_ms)
+        pipe.evalsha(self._scripts["fetch"].sha, len(keys), *keys, *args)
+        woke, got = await self._call(pipe.execute(raise_on_error=False), "linger")
+        if isinstance(woke, Exception):
+            raise woke
+        if isinstance(got, NoScriptError):
+            got = await self._script("fetch", keys, args)
+        elif isinstance(got, Exception):
+            raise got
+        newest = woke[0][1][-1][0] if woke else after
+        if got[0] != 0:
+            return int(got[0]), [], [], False, newest
+        return 0, _entries(got[1]), list(got[2]), len(got) > 3 and bool(got[3]), newest
+
     async def mark_owned(self, add: dict[str, float], remove: Iterable[str]) -> None:
         """Record lease expiries (ms) of agents taken, and forget agents given up, in the
         ``owned`` set that ``expired_owners`` sweeps."""

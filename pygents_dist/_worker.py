@@ -64,6 +64,8 @@ _OWNED_DELAY = 0.05
 _SCAN_RATE = 200
 #: Seconds of turns in a batch after which the pause flag is looked at before the next turn.
 _PAUSE_CHECK_S = 0.05
+#: Longest single wait of a lingering agent (it checks for shutdown in between).
+_LINGER_SLICE_MS = 25
 #: Streamed values a turn may produce ahead of its reply stream writes before it waits.
 _PUBLISH_AHEAD = 1000
 VERSION = "0.8.0"
@@ -92,6 +94,10 @@ class WorkerSettings:
         redis_options: extra redis-py options (``ssl_ca_certs`` ...).
         metrics_port: serve Prometheus metrics on this port (None: off).
         metrics_host: the address the metrics server binds.
+        linger_ms: after an agent's last turn, keep its lease this long for the next one,
+            read straight from the agent's stream (no signal, no new lease: one round trip
+            less per turn for an agent called back to back). Only while no agent waits
+            for a free slot; 0 gives the lease up at once.
     """
 
     redis_url: str = "redis://localhost:6379/0"
@@ -110,6 +116,7 @@ class WorkerSettings:
     redis_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
+    linger_ms: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -535,6 +542,7 @@ class Worker:
         counts, pending = taken.counts, taken.pending
         size = self._batch
         nxt = _Next(taken.status, taken.entries, taken.flags)
+        last_id = b""
         while True:
             if not nxt.read:
                 if self._stopping.is_set():
@@ -556,11 +564,41 @@ class Worker:
                     pending = False
                     nxt = _Next(read=False)
                     continue
+                if last_id and self._lingers():
+                    waited = await self._linger(agent, owner, last_id)
+                    if waited is not None:
+                        nxt = waited
+                        continue
                 return 0, False
+            last_id = nxt.entries[-1][0]
             after = await self._run_batch(agent, owner, nxt.entries, nxt.flags, counts, pending)
             if after is None:
                 return -1, False
             nxt = after
+
+    def _lingers(self) -> bool:
+        """Whether an agent out of turns keeps its lease a while (``linger_ms``): not while
+        stopping, nor while every slot is taken (other agents may be waiting)."""
+        return (
+            self.settings.linger_ms > 0 and not self._stopping.is_set() and not self._slots.locked()
+        )
+
+    async def _linger(self, agent: str, owner: str, after: bytes) -> _Next | None:
+        """Wait up to ``linger_ms`` for a turn newer than entry ``after``, fetched in the
+        round trip that sees it. The last wait gives the lease up if nothing came; None:
+        lingering stopped early (the lease is still held)."""
+        deadline = time.monotonic() + self.settings.linger_ms / 1000
+        while self._lingers():
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            block = max(1, min(_LINGER_SLICE_MS, left_ms))
+            status, entries, flags, released, after = await self.transport.wait_fetch(
+                agent, owner, self.id, after, block, self._batch, block >= left_ms
+            )
+            if released or status != 0 or entries:
+                return _Next(status, entries, flags, released)
+            if block >= left_ms:
+                return None
+        return None
 
     def _note_owned(self, agent: str, owned: bool) -> None:
         """Track leases for the ``owned`` set that ``expired_owners`` sweeps.
@@ -670,8 +708,9 @@ class Worker:
             after = _Next(status=-2) if held else _Next(read=False)
         else:  # sends wait in the outbox: relay them before the lease may go
             size = 1 if pending else self._batch
+            release = not effects.outbox and not self._lingers()
             committed, status, entries, flags, released = await self.transport.commit_fetch(
-                agent, owner, ops, replies, self.id, size, pending, not effects.outbox
+                agent, owner, ops, replies, self.id, size, pending, release
             )
             after = _Next(status, entries, flags, released)
         if not committed:

@@ -9,13 +9,22 @@
 -- Returns 1 when committed, 0 when the lease is no longer ours (nothing written).
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local ops = cmsgpack.unpack(ARGV[2])
-for _, id in ipairs(ops.ack) do
-  redis.call('XACK', KEYS[1], ops.g, id)
-  redis.call('XDEL', KEYS[1], id)
+-- many ids per call (a call from a script costs more than its command), 500 at a time
+local ack, tid = ops.ack, ops.tid
+for i = 1, #ack, 500 do
+  local j = math.min(i + 499, #ack)
+  redis.call('XACK', KEYS[1], ops.g, unpack(ack, i, j))
+  redis.call('XDEL', KEYS[1], unpack(ack, i, j))
 end
-for _, tid in ipairs(ops.tid) do
-  redis.call('ZADD', KEYS[5], ops.now, tid)
-  redis.call('HDEL', KEYS[6], tid)
+for i = 1, #tid, 500 do
+  local j = math.min(i + 499, #tid)
+  local scored = {}
+  for k = i, j do
+    scored[#scored + 1] = ops.now
+    scored[#scored + 1] = tid[k]
+  end
+  redis.call('ZADD', KEYS[5], unpack(scored))
+  redis.call('HDEL', KEYS[6], unpack(tid, i, j))
 end
 if #ops.tid > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ops.now - ops.win)

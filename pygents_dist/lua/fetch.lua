@@ -19,20 +19,29 @@ if not res then
   return {0, {}, {}}
 end
 local entries = res[1][2]
-local flags = {}
+local flags, tids, at = {}, {}, {}
 for i, entry in ipairs(entries) do
   local fields = entry[2]
   local tid = false
+  flags[i] = ''
   if type(fields) == 'table' then
     for j = 1, #fields, 2 do
       if fields[j] == 'id' then tid = fields[j + 1] end
     end
   end
-  local flag = ''
   if tid then
-    if redis.call('ZSCORE', KEYS[4], tid) then flag = 'd'
-    elseif redis.call('HEXISTS', KEYS[5], tid) == 1 then flag = 'c' end
+    tids[#tids + 1] = tid
+    at[#tids] = i
   end
-  flags[i] = flag
+end
+-- one call per 500 ids for each check (a call from a script costs more than its command)
+for i = 1, #tids, 500 do
+  local j = math.min(i + 499, #tids)
+  local done = redis.call('ZMSCORE', KEYS[4], unpack(tids, i, j))
+  local cancel = redis.call('HMGET', KEYS[5], unpack(tids, i, j))
+  for k = i, j do
+    if done[k - i + 1] then flags[at[k]] = 'd'
+    elseif cancel[k - i + 1] then flags[at[k]] = 'c' end
+  end
 end
 return {0, entries, flags}

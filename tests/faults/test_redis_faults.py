@@ -146,14 +146,17 @@ async def test_redis_losing_all_data_is_survived(
     log = tmp_path / "effects.log"
     # Each worker alone serves its agent, so a worker that went silent cannot hide.
     workers = [
-        *start_workers(worker_factory, url, log, 1, "--agents", "a0"),
+        *start_workers(worker_factory, url, log, 1, "--agents", "a0,collector"),
         *start_workers(worker_factory, url, log, 1, "--agents", "a1"),
     ]
     keys = Keys(key_prefix)
-    async with Client(url) as old:
+    async with Client(url) as old, raw_redis(url) as r:
         for agent in ("a0", "a1"):
             call = old.call(agent, "echo", kwargs={"value": agent})
             assert await asyncio.wait_for(call, 30) == agent
+        # a0 and the collector build up some context, which the loss wipes out
+        await start_chains(old, 1, 3, 0.0)
+        await wait_for(lambda: chains_finished(r, keys, 1), 30, "a chain before the loss")
         private_redis.restart(kill=True)  # no persistence: everything is gone
         restarted = time.monotonic()
         # A client that knew the agents sends at once, before any worker noticed the loss.
@@ -167,7 +170,7 @@ async def test_redis_losing_all_data_is_survived(
             async def declared() -> bool:
                 names = await r.hkeys(keys.directory)
                 beats = [k async for k in r.scan_iter(match=keys.worker_pattern)]
-                return {b"a0", b"a1"} <= set(names) and len(beats) == len(workers)
+                return {b"a0", b"a1", b"collector"} <= set(names) and len(beats) == len(workers)
 
             await wait_for(declared, 30, "the workers to declare their agents again")
             redeclared = time.monotonic() - restarted
@@ -180,6 +183,12 @@ async def test_redis_losing_all_data_is_survived(
             assert len(ids) == 50
             call = new.call(agent, "echo", kwargs={"value": "last"})
             assert await asyncio.wait_for(call, 30) == "last"
+        # The same chain again: the context starts afresh, as on a new deployment, not
+        # from what the worker serving a0 (or the collector) held before the loss.
+        await start_chains(new, 1, 3, 0.0)
+        async with raw_redis(url) as r:
+            await wait_for(lambda: chains_finished(r, keys, 1), 30, "a chain after the loss")
+            await check_chain_context(r, keys, 1, 3)
     echoed = {e.key for e in read_effects(log) if e.kind == "echo"}
     assert {str(i) for i in range(50)} <= echoed
     assert_healthy(workers)
