@@ -14,13 +14,17 @@ Raw bound (redis-py asyncio + hiredis + msgpack, uvloop; consumers in their own 
       message (``XADD`` pipelined with the ``XACK``);
   (d) one-message ping-pong between two processes over two streams (p50/p99).
 
-pygents_dist (real ``pygents-worker`` processes serving ``benchmarks/dist_app.py``):
-  - 20,000 trivial turns on one agent, 1 worker: "e2e" (the client enqueues with
-    ``Client.send_many`` while the worker drains) and "drain" (enqueued while the agent is
-    paused, timed from ``Client.resume`` until the stream is empty);
+pygents_dist (real ``pygents-worker`` processes, default settings, serving
+``benchmarks/dist_app.py``):
+  - 20,000 trivial turns on one agent, 1 worker, three ways: "e2e" (the client enqueues with
+    ``Client.send_many``, 1,000 per call, while the worker drains), "drain (paused)"
+    (enqueued while the agent is paused, timed from ``Client.resume`` until its stream is
+    empty) and "drain (cold)" (enqueued with no worker running, timed from a fresh worker's
+    READY line until the stream is empty);
   - the same 20,000 turns spread over 8 agents, drained by 1 and by 2 worker processes;
-  - 10,000 agents with 3 turns each (1 worker);
-  - send-to-result round trip over 2,000 sequential ``Client.call`` (p50/p99);
+  - 10,000 agents with 3 turns each, 1 worker, e2e and drain (cold);
+  - send-to-result round trip over 2,000 sequential ``Client.call`` (p50/p99), with the
+    default ``--linger-ms`` and with ``--linger-ms 0``;
   - a streaming tool read through ``Client.stream`` (values/s).
 
 Peers (installed on demand into ``benchmarks/.venv-peers`` with ``python3 -m venv`` + pip):
@@ -482,13 +486,15 @@ class Pygents:
 
         return await wait_until(check, deadline, 0.005)
 
-    async def round_trip(self, calls: int) -> dict[str, Any]:
+    async def round_trip(
+        self, calls: int, name: str = "Client.call round trip", args: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         from pygents_dist import Client
 
         await self._flush()
         pool, namespace = self._pool(1)
         try:
-            procs = [pool("dist_app", args=self.worker_args)]
+            procs = [pool("dist_app", args=[*self.worker_args, *args])]
             async with Client(self.url, namespace=namespace) as client:
                 for i in range(200):
                     await client.call("a0", "noop", kwargs={"i": i})
@@ -503,8 +509,8 @@ class Pygents:
                 cpu.stop()
         finally:
             pool.close()
-        row = result("pygents", "Client.call round trip", n=calls, latencies=latencies, cpu=cpu)
-        log(f"round trip: p50 {row['p50_ms']:.3f} ms p99 {row['p99_ms']:.3f} ms")
+        row = result("pygents", name, n=calls, latencies=latencies, cpu=cpu)
+        log(f"{name}: p50 {row['p50_ms']:.3f} ms p99 {row['p99_ms']:.3f} ms")
         return row
 
     async def stream(self, values: int) -> dict[str, Any]:
@@ -558,6 +564,8 @@ async def bench_pygents(
             await p.throughput(name, agents=agents, per_agent=per_agent, workers=workers, mode=mode)
         )
     rows.append(await p.round_trip(calls))
+    off = ("--linger-ms", "0")
+    rows.append(await p.round_trip(calls, "Client.call round trip, linger off", off))
     rows.append(await p.stream(turns))
     return rows
 
@@ -913,14 +921,14 @@ def report(rows: list[dict[str, Any]], problems: dict[str, str], peers: list[str
     peer_thr = {p: by_name.get(f"{p}, 1 worker, e2e", {}).get("rate") for p in peers}
     peer_rt = {p: by_name.get(f"{p} round trip", {}) for p in peers}
     lines = []
-    head = f"{'throughput':44} {'n':>7} {'per s':>9} {'wCPU/1k':>8} {'rCPU/1k':>8} {'xraw(c)':>8}"
+    head = f"{'throughput':52} {'n':>7} {'per s':>9} {'wCPU/1k':>8} {'rCPU/1k':>8} {'xraw(c)':>8}"
     head += "".join(f" {'x' + p:>8}" for p in peers)
     lines += [head, "-" * len(head)]
     for r in rows:
         if "p50_ms" in r:
             continue
         ratio_raw = r["rate"] / raw_c if raw_c and r["group"] != "raw" else None
-        line = f"{r['group'] + ': ' + r['name']:44} {r['n']:>7,} {_fmt(r.get('rate')):>9}"
+        line = f"{r['group'] + ': ' + r['name']:52} {r['n']:>7,} {_fmt(r.get('rate')):>9}"
         line += f" {_fmt(r.get('worker_cpu_1k'), '.3f'):>8} {_fmt(r.get('redis_cpu_1k'), '.3f'):>8}"
         line += f" {_fmt(ratio_raw, '.2f'):>8}"
         for p in peers:
@@ -928,13 +936,13 @@ def report(rows: list[dict[str, Any]], problems: dict[str, str], peers: list[str
             line += f" {_fmt(r['rate'] / peer_thr[p] if ok else None, '.2f'):>8}"
         lines.append(line + (f"  ({r['note']})" if r.get("note") else ""))
     lines.append("")
-    head = f"{'round trip (ms)':44} {'n':>7} {'p50':>7} {'p99':>7} {'wCPU/1k':>8} {'xraw(d)':>10}"
+    head = f"{'round trip (ms)':52} {'n':>7} {'p50':>7} {'p99':>7} {'wCPU/1k':>8} {'xraw(d)':>10}"
     head += "".join(f" {'x' + p:>12}" for p in peers)
     lines += [head, "-" * len(head)]
     for r in rows:
         if "p50_ms" not in r:
             continue
-        line = f"{r['group'] + ': ' + r['name']:44} {r['n']:>7,} {r['p50_ms']:>7.3f}"
+        line = f"{r['group'] + ': ' + r['name']:52} {r['n']:>7,} {r['p50_ms']:>7.3f}"
         line += f" {r['p99_ms']:>7.3f} {_fmt(r.get('worker_cpu_1k'), '.3f'):>8}"
         if r["group"] != "raw" and raw_d:
             ratio = f"{r['p50_ms'] / raw_d['p50_ms']:.2f}/{r['p99_ms'] / raw_d['p99_ms']:.2f}"

@@ -96,8 +96,8 @@ def _worker_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--linger-ms",
         type=int,
-        default=0,
-        help="keep an agent this long after its last turn, for the next one (0: off)",
+        default=20,
+        help="keep an agent this long after its last turn, for the next one (20; 0: off)",
     )
     p.add_argument(
         "--loop",

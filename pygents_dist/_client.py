@@ -16,7 +16,7 @@ from typing import Any
 from pygents.registry import HookRegistry
 from pygents.turn import Turn
 from pygents_dist import _trace, _wire
-from pygents_dist._transport import Transport
+from pygents_dist._transport import Entry, Transport
 from pygents_dist.errors import (
     DeadLetteredError,
     DistError,
@@ -203,11 +203,9 @@ class Client:
             DeadLetteredError: the turn was refused (bad arguments, unknown tool...).
             TurnCancelledError: the turn was cancelled.
         """
-        turn_id = await self.send(
-            agent, tool, args=args, kwargs=kwargs, timeout=timeout, reply=True, trace=trace
-        )
+        turn_id, first = await self._send_waiting(agent, tool, args, kwargs, timeout, trace)
         result: Any = None
-        async for kind, _seq, value in self._replies(agent, turn_id, -1):
+        async for kind, _seq, value in self._replies(agent, turn_id, -1, first):
             if kind == b"e":
                 result = value
         return result
@@ -226,11 +224,30 @@ class Client:
 
         Raises the same errors as ``call``, at the point of failure.
         """
-        turn_id = await self.send(
-            agent, tool, args=args, kwargs=kwargs, timeout=timeout, reply=True, trace=trace
+        turn_id, first = await self._send_waiting(agent, tool, args, kwargs, timeout, trace)
+        async for kind, _seq, value in self._replies(agent, turn_id, -1, first):
+            if kind == b"v":
+                yield value
+
+    async def _send_waiting(
+        self,
+        agent: str,
+        tool: str | Turn[Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        timeout: float,
+        trace: str | None,
+    ) -> tuple[str, list[Entry]]:
+        """``send`` a turn with ``reply=True`` and, in the same round trip, wait for its
+        first reply entries: ``(turn id, entries)``. A retried round trip may store the turn
+        twice; workers drop the second copy by its id."""
+        await self._check_agent(agent)
+        turn_id, data, signature = self._envelope(
+            agent, tool, args, kwargs, timeout, True, None, trace
         )
-        async for value in self.results(agent, turn_id):
-            yield value
+        key = self.transport.keys.reply(agent, turn_id)
+        first = await self.transport.send_turns([(agent, turn_id, data, signature)], wait=key)
+        return turn_id, first
 
     async def results(self, agent: str, turn_id: str, after: int = -1) -> AsyncIterator[Any]:
         """The values of a turn sent with ``reply=True``, from value number ``after + 1``.
@@ -243,13 +260,17 @@ class Client:
                 yield value
 
     async def _replies(
-        self, agent: str, turn_id: str, after: int
+        self, agent: str, turn_id: str, after: int, first: list[Entry] | None = None
     ) -> AsyncIterator[tuple[bytes, int, Any]]:
         key = self.transport.keys.reply(agent, turn_id)
         last = b"0-0"
         seen = after
         while True:
-            for entry_id, fields in await self.transport.read_reply(key, last, 2_000):
+            if first is None:
+                entries = await self.transport.read_reply(key, last, 2_000)
+            else:
+                entries, first = first, None
+            for entry_id, fields in entries:
                 last = entry_id
                 kind = fields.get(b"k", b"")
                 seq = int(fields.get(b"q", 0))

@@ -327,17 +327,24 @@ class Transport:
 
     # -- sending -------------------------------------------------------------------------
 
-    async def send_turns(self, turns: Sequence[tuple[str, str, bytes, bytes]]) -> None:
+    async def send_turns(
+        self, turns: Sequence[tuple[str, str, bytes, bytes]], wait: str | None = None
+    ) -> list[Entry]:
         """Append turns ``(agent, turn_id, envelope, signature)`` and signal their agents.
 
-        One round trip for the whole batch. When this returns the turns are in Redis.
+        One round trip for the whole batch. When this returns the turns are in Redis. With
+        ``wait`` (a reply stream), the same round trip then waits up to 2 s for its first
+        entries and returns them.
         """
         pipe = self.redis.pipeline(transaction=False)
         for agent, turn_id, data, signature in turns:
             pipe.xadd(self.keys.turns(agent), _turn_fields(turn_id, data, signature))
         for agent in dict.fromkeys(t[0] for t in turns):
             pipe.xadd(self.keys.ready, {b"a": agent}, maxlen=_READY_CAP, approximate=True)
-        await self._call(pipe.execute(), "send")
+        if wait is not None:
+            pipe.xread({wait: b"0-0"}, count=500, block=2_000)
+        results = await self._call(pipe.execute(), "send")
+        return _entries(results[-1][0][1]) if wait is not None and results[-1] else []
 
     async def signal(self, agents: Iterable[str]) -> None:
         """Announce that ``agents`` have work."""
@@ -523,6 +530,57 @@ class Transport:
         if got[0] != 0:
             return bool(done), int(got[0]), [], [], False
         return bool(done), 0, _entries(got[1]), list(got[2]), len(got) > 3 and bool(got[3])
+
+    async def commit_wait_fetch(
+        self,
+        agent: str,
+        owner: str,
+        ops: dict[str, Any],
+        replies: list[str],
+        consumer: str,
+        after: bytes,
+        block_ms: int,
+        count: int,
+        release: bool,
+    ) -> tuple[bool, int, list[Entry], list[bytes], bool, bytes]:
+        """``commit`` a batch, then ``wait_fetch`` for the next one, in one round trip (the
+        caller learns the commit's outcome when the wait ends; the turns' callers learn it
+        from their reply streams at once). Returns ``(committed, status, entries, flags,
+        released, newest id seen)``; a batch that was not committed reads nothing."""
+        k = self.keys
+        commit_keys = [
+            k.turns(agent),
+            k.owner(agent),
+            k.state(agent),
+            k.outbox(agent),
+            k.done(agent),
+            k.cancel(agent),
+            *replies,
+        ]
+        ops["g"] = GROUP
+        commit_args = [owner, pack_for_lua(ops)]
+        keys = [k.turns(agent), k.owner(agent), k.state(agent), k.done(agent), k.cancel(agent)]
+        args = [owner, GROUP, consumer, count, ">", int(release)]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._scripts["commit"].sha, len(commit_keys), *commit_keys, *commit_args)
+        pipe.xread({k.turns(agent): after}, count=1, block=block_ms)
+        pipe.evalsha(self._scripts["fetch"].sha, len(keys), *keys, *args)
+        done, woke, got = await self._call(pipe.execute(raise_on_error=False), "commit")
+        if isinstance(done, NoScriptError):  # Redis restarted: it did not run
+            done = await self._script("commit", commit_keys, commit_args)
+        elif isinstance(done, Exception):
+            raise done
+        if isinstance(woke, Exception):
+            raise woke
+        if isinstance(got, NoScriptError):
+            got = await self._script("fetch", keys, args)
+        elif isinstance(got, Exception):
+            raise got
+        newest = woke[0][1][-1][0] if woke else after
+        if got[0] != 0:
+            return bool(done), int(got[0]), [], [], False, newest
+        entries, flags = _entries(got[1]), list(got[2])
+        return bool(done), 0, entries, flags, len(got) > 3 and bool(got[3]), newest
 
     async def wait_fetch(
         self,
