@@ -36,7 +36,7 @@ __all__ = ["Entry", "Transport"]
 T = TypeVar("T")
 #: A stream entry: (entry id, {field: value}) with bytes throughout.
 type Entry = tuple[bytes, dict[bytes, bytes]]
-_SCRIPTS = ("acquire", "renew", "release", "fetch", "commit", "claim", "take")
+_SCRIPTS = ("renew", "release", "fetch", "commit", "take")
 _READY_CAP = 100_000
 #: Script calls of many agents sent in one pipeline, and such pipelines in flight at once.
 _BATCH_MAX = 128
@@ -377,18 +377,6 @@ class Transport:
 
     # -- ownership -----------------------------------------------------------------------
 
-    async def acquire(
-        self, agent: str, worker_id: str, lease_ms: int
-    ) -> tuple[str, bytes | None, bytes | None, bool] | None:
-        """Own ``agent``: ``(owner value, queue blob, pool blob, paused)``, or None if owned."""
-        k = self.keys
-        got = await self._script("acquire", [k.owner(agent), k.state(agent)], [worker_id, lease_ms])
-        if not got:
-            return None
-        await self._call(self.redis.zadd(k.owned, {agent: time.time() * 1000 + lease_ms}), "owned")
-        value, queue, pool, paused = got
-        return value.decode(), queue or None, pool or None, bool(paused)
-
     async def renew(self, leases: dict[str, str], lease_ms: int) -> dict[str, bool]:
         """Extend owned agents' leases; ``{agent: still ours}``."""
         if not leases:
@@ -421,14 +409,6 @@ class Transport:
         return [a.decode() for a in raw]
 
     # -- reading and committing ----------------------------------------------------------
-
-    async def claim(self, agent: str, consumer: str, count: int = 1000) -> dict[bytes, int] | None:
-        """Take every pending entry of ``agent``; ``{entry id: deliveries}`` (None: no group)."""
-        got = await self._script("claim", [self.keys.turns(agent)], [GROUP, consumer, count])
-        if got == -3:
-            return None
-        entries, counts = got
-        return {e[0]: int(c) for e, c in zip(entries, counts, strict=False)}
 
     async def fetch(
         self, agent: str, owner: str, consumer: str, count: int, pending: bool

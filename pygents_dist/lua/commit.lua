@@ -6,9 +6,13 @@
 --   fu [[id, m, s]] follow-up turns, ob [[agent, id, m, s]] sends to other agents,
 --   st {queue=blob, pool=blob} changed context, rp [[key index, kind, seq, data]],
 --   rttl reply ttl ms, rmax reply stream cap
--- Returns 1 when committed, 0 when the lease is no longer ours (nothing written).
+-- Returns 1 when committed (or already committed), 0 when the lease is no longer ours
+-- (nothing written).
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local ops = cmsgpack.unpack(ARGV[2])
+-- A client library may resend this script after a dropped connection although it ran:
+-- the batch's first turn id already marked done means it did, so apply nothing twice.
+if #ops.tid > 0 and redis.call('ZSCORE', KEYS[5], ops.tid[1]) then return 1 end
 -- many ids per call (a call from a script costs more than its command), 500 at a time
 local ack, tid = ops.ack, ops.tid
 for i = 1, #ack, 500 do

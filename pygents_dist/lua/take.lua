@@ -24,7 +24,7 @@ redis.call('SET', KEYS[2], value, 'PX', ARGV[2])
 local st = redis.call('HMGET', KEYS[3], 'queue', 'pool')
 local ok, pend = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[3], '-', '+', ARGV[5])
 if not ok then return {-3, value, st[1], st[2], outbox} end
--- claim (as claim.lua): whoever had these entries is dead or fenced out. Reading an entry
+-- claim: whoever had these entries is dead or fenced out. Reading an entry
 -- counts a delivery, taking it over does not (RETRYCOUNT keeps its count); consumers left
 -- with nothing pending (dead workers) are deleted, so restarts do not pile them up.
 local ids, counts = {}, {}
