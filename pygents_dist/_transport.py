@@ -424,10 +424,10 @@ class Transport:
             return int(got[0]), [], []
         return 0, _entries(got[1]), list(got[2])
 
-    async def commit(self, agent: str, owner: str, ops: dict[str, Any], replies: list[str]) -> bool:
-        """Apply a batch's effects atomically (``lua/commit.lua``); False if fenced out."""
+    def _commit_keys(self, agent: str, replies: list[str]) -> list[str]:
+        """KEYS of ``lua/commit.lua``: the agent's keys, then its reply streams."""
         k = self.keys
-        keys = [
+        return [
             k.turns(agent),
             k.owner(agent),
             k.state(agent),
@@ -436,6 +436,10 @@ class Transport:
             k.cancel(agent),
             *replies,
         ]
+
+    async def commit(self, agent: str, owner: str, ops: dict[str, Any], replies: list[str]) -> bool:
+        """Apply a batch's effects atomically (``lua/commit.lua``); False if fenced out."""
+        keys = self._commit_keys(agent, replies)
         ops["g"] = GROUP
         return bool(await self._script("commit", keys, [owner, pack_for_lua(ops)]))
 
@@ -485,15 +489,7 @@ class Transport:
         was not committed reads nothing: the lease is not ours).
         """
         k = self.keys
-        commit_keys = [
-            k.turns(agent),
-            k.owner(agent),
-            k.state(agent),
-            k.outbox(agent),
-            k.done(agent),
-            k.cancel(agent),
-            *replies,
-        ]
+        commit_keys = self._commit_keys(agent, replies)
         ops["g"] = GROUP
         fetch_keys = [
             k.turns(agent),
@@ -528,15 +524,7 @@ class Transport:
         from their reply streams at once). Returns ``(committed, status, entries, flags,
         released, newest id seen)``; a batch that was not committed reads nothing."""
         k = self.keys
-        commit_keys = [
-            k.turns(agent),
-            k.owner(agent),
-            k.state(agent),
-            k.outbox(agent),
-            k.done(agent),
-            k.cancel(agent),
-            *replies,
-        ]
+        commit_keys = self._commit_keys(agent, replies)
         ops["g"] = GROUP
         commit_args = [owner, pack_for_lua(ops)]
         keys = [k.turns(agent), k.owner(agent), k.state(agent), k.done(agent), k.cancel(agent)]
