@@ -148,11 +148,15 @@ class Transport:
         self.redis: Any = client
         self.keys = keys
         source = importlib.resources.files("pygents_dist") / "lua"
-        self._scripts = {
-            name: client.register_script((source / f"{name}.lua").read_text()) for name in _SCRIPTS
-        }
-        composed = _COMMIT_FETCH.replace("<commit.lua>", (source / "commit.lua").read_text())
-        composed = composed.replace("<fetch.lua>", (source / "fetch.lua").read_text())
+        flags = (source / "flags.lua").read_text()
+
+        def text(name: str) -> str:
+            # Redis scripts cannot import: shared Lua is pasted in at its marker.
+            return (source / f"{name}.lua").read_text().replace("-- #include flags.lua", flags)
+
+        self._scripts = {name: client.register_script(text(name)) for name in _SCRIPTS}
+        composed = _COMMIT_FETCH.replace("<commit.lua>", text("commit"))
+        composed = composed.replace("<fetch.lua>", text("fetch"))
         self._scripts["commit_fetch"] = client.register_script(composed)
         self._batch: list[tuple[Sequence[tuple[str, list[Any], list[Any]]], asyncio.Future[Any]]]
         self._batch = []

@@ -6,6 +6,7 @@
 -- Returns {status, entries, flags}: status 0 ok, -1 lease lost, -2 paused, -3 no group;
 -- {0, {}, {}, 1} when the lease was given up.
 -- flags[i] is 'd' (turn already committed), 'c' (cancel requested) or '' for entry i.
+-- #include flags.lua
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
 if redis.call('HGET', KEYS[3], 'paused') then return {-2} end
 local ok, res = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[2], ARGV[3],
@@ -19,29 +20,5 @@ if not res then
   return {0, {}, {}}
 end
 local entries = res[1][2]
-local flags, tids, at = {}, {}, {}
-for i, entry in ipairs(entries) do
-  local fields = entry[2]
-  local tid = false
-  flags[i] = ''
-  if type(fields) == 'table' then
-    for j = 1, #fields, 2 do
-      if fields[j] == 'id' then tid = fields[j + 1] end
-    end
-  end
-  if tid then
-    tids[#tids + 1] = tid
-    at[#tids] = i
-  end
-end
--- one call per 500 ids for each check (a call from a script costs more than its command)
-for i = 1, #tids, 500 do
-  local j = math.min(i + 499, #tids)
-  local done = redis.call('ZMSCORE', KEYS[4], unpack(tids, i, j))
-  local cancel = redis.call('HMGET', KEYS[5], unpack(tids, i, j))
-  for k = i, j do
-    if done[k - i + 1] then flags[at[k]] = 'd'
-    elseif cancel[k - i + 1] then flags[at[k]] = 'c' end
-  end
-end
+local flags = batch_flags(entries, KEYS[4], KEYS[5])
 return {0, entries, flags}

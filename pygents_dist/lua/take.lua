@@ -14,6 +14,7 @@
 --     counts, entries, flags, pending}: lease taken. entries is the first batch: this
 --     consumer's claimed pending entries when pending is 1, else new ones; flags as in
 --     fetch.lua ('d' committed before, 'c' cancel requested, '' otherwise).
+-- #include flags.lua
 if redis.call('EXISTS', KEYS[2]) == 1 then return {1} end
 if redis.call('HEXISTS', KEYS[3], 'paused') == 1 then return {2} end
 local outbox = redis.call('XLEN', KEYS[4])
@@ -54,30 +55,5 @@ local res = redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[1], 'COUNT', count,
   'STREAMS', KEYS[1], start)
 local entries = {}
 if res then entries = res[1][2] end
--- flags (as fetch.lua)
-local flags, tids, at = {}, {}, {}
-for i, entry in ipairs(entries) do
-  local fields = entry[2]
-  local tid = false
-  flags[i] = ''
-  if type(fields) == 'table' then
-    for j = 1, #fields, 2 do
-      if fields[j] == 'id' then tid = fields[j + 1] end
-    end
-  end
-  if tid then
-    tids[#tids + 1] = tid
-    at[#tids] = i
-  end
-end
--- one call per 500 ids for each check (a call from a script costs more than its command)
-for i = 1, #tids, 500 do
-  local j = math.min(i + 499, #tids)
-  local done = redis.call('ZMSCORE', KEYS[5], unpack(tids, i, j))
-  local cancel = redis.call('HMGET', KEYS[6], unpack(tids, i, j))
-  for k = i, j do
-    if done[k - i + 1] then flags[at[k]] = 'd'
-    elseif cancel[k - i + 1] then flags[at[k]] = 'c' end
-  end
-end
+local flags = batch_flags(entries, KEYS[5], KEYS[6])
 return {0, value, st[1], st[2], outbox, ids, counts, entries, flags, pending}
