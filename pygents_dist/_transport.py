@@ -542,17 +542,7 @@ class Transport:
             done = await self._script("commit", commit_keys, commit_args)
         elif isinstance(done, Exception):
             raise done
-        if isinstance(woke, Exception):
-            raise woke
-        if isinstance(got, NoScriptError):
-            got = await self._script("fetch", keys, args)
-        elif isinstance(got, Exception):
-            raise got
-        newest = woke[0][1][-1][0] if woke else after
-        if got[0] != 0:
-            return bool(done), int(got[0]), [], [], False, newest
-        entries, flags = _entries(got[1]), list(got[2])
-        return bool(done), 0, entries, flags, len(got) > 3 and bool(got[3]), newest
+        return (bool(done), *await self._after_wait(woke, got, keys, args, after))
 
     async def wait_fetch(
         self,
@@ -575,6 +565,13 @@ class Transport:
         pipe.xread({k.turns(agent): after}, count=1, block=block_ms)
         pipe.evalsha(self._scripts["fetch"].sha, len(keys), *keys, *args)
         woke, got = await self._call(pipe.execute(raise_on_error=False), "linger")
+        return await self._after_wait(woke, got, keys, args, after)
+
+    async def _after_wait(
+        self, woke: Any, got: Any, keys: list[str], args: list[Any], after: bytes
+    ) -> tuple[int, list[Entry], list[bytes], bool, bytes]:
+        """Read a pipelined ``XREAD`` wait + fetch: ``(status, entries, flags, released,
+        newest id the wait saw)``; a fetch that missed its script (Redis restarted) reruns."""
         if isinstance(woke, Exception):
             raise woke
         if isinstance(got, NoScriptError):
