@@ -1,9 +1,10 @@
 """The one layer that talks to Redis: connections, scripts, stream operations, errors.
 
 Worker, client, locks, dead letters and the CLI all go through ``Transport``; nothing else
-imports ``redis``. Connection failures surface as ``ConnectionLostError`` (chained to the
-redis-py error); commands are retried with exponential backoff first. Scripts are sent by
-SHA and reloaded automatically after a Redis restart.
+imports ``redis`` (but ``_connections.py``, the pipelined fast path the hot operations use).
+Connection failures surface as ``ConnectionLostError`` (chained to the redis-py error);
+commands are retried with exponential backoff first. Scripts are sent by SHA and reloaded
+automatically after a Redis restart.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pygents_dist._connections import CONNECTION_ERRORS, Connections
 from pygents_dist._keys import GROUP, Keys
 from pygents_dist._wire import pack_for_lua
 from pygents_dist.errors import ConnectionLostError
@@ -36,13 +38,12 @@ __all__ = ["Entry", "Transport"]
 T = TypeVar("T")
 #: A stream entry: (entry id, {field: value}) with bytes throughout.
 type Entry = tuple[bytes, dict[bytes, bytes]]
-_SCRIPTS = ("renew", "release", "fetch", "commit", "take")
+_SCRIPTS = ("renew", "release", "fetch", "commit", "take", "signal")
 _READY_CAP = 100_000
 #: Script calls of many agents sent in one pipeline, and such pipelines in flight at once.
 _BATCH_MAX = 128
 _BATCH_FLIGHTS = 2
 _DEAD_CAP = 100_000
-CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 #: commit.lua then fetch.lua in one script call: each file's text becomes the body of a
@@ -142,11 +143,13 @@ class Transport:
     password; ``ssl_ca_certs`` and friends pass through to redis-py.
     """
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, retries: int = 5) -> None:
         # redis-py's annotations cannot express decode_responses=False (bytes everywhere),
         # so the client is untyped here and results are narrowed where they are read.
         self.redis: Any = client
         self.keys = keys
+        pool = client.connection_pool
+        self._fast = Connections(pool, retries=retries, limit=pool.max_connections)
         source = importlib.resources.files("pygents_dist") / "lua"
         flags = (source / "flags.lua").read_text()
 
@@ -181,10 +184,11 @@ class Transport:
         pool = client.connection_pool
         if hiredis is not None:
             pool.connection_class = _hiredis_packing(pool.connection_class)
-        return cls(client, Keys(namespace))
+        return cls(client, Keys(namespace), retries)
 
     async def aclose(self) -> None:
         """Close every connection."""
+        await self._fast.aclose()
         await self.redis.aclose()
 
     async def _call(self, operation: Awaitable[T], what: str) -> T:
@@ -194,12 +198,11 @@ class Transport:
             raise ConnectionLostError(f"Redis unreachable during {what}: {exc}") from exc
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        script = self._scripts[name]
-        try:
-            return await self._call(script(keys=list(keys), args=list(args)), name)
-        except NoScriptError:  # Redis restarted between the load and the call
-            script.sha = ""
-            return await self._call(script(keys=list(keys), args=list(args)), name)
+        (got,) = await self._run_scripts([(name, list(keys), list(args))], name)
+        return got
+
+    def _evalsha(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
 
     async def _run_scripts(
         self,
@@ -212,17 +215,33 @@ class Transport:
         A script Redis does not know (it restarted) did not run: it is loaded and run again on
         its own, after the others. A script's error is raised, or returned in its place.
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for name, keys, args in calls:
-            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-        results: list[Any] = await self._call(pipe.execute(raise_on_error=False), what)
-        for i, got in enumerate(results):
-            if isinstance(got, NoScriptError):
-                name, keys, args = calls[i]
-                results[i] = await self._script(name, keys, args)
-            elif isinstance(got, Exception) and raise_errors:
+        commands = [self._evalsha(name, keys, args) for name, keys, args in calls]
+        results = await self._fast.execute(commands, what)
+        missing = [i for i, got in enumerate(results) if isinstance(got, NoScriptError)]
+        if missing:  # Redis restarted since the scripts were loaded: load them, run those again
+            await self._load_scripts({calls[i][0] for i in missing})
+            again = await self._fast.execute([commands[i] for i in missing], what)
+            for i, got in zip(missing, again, strict=True):
+                results[i] = got
+        if raise_errors:
+            for got in results:
+                if isinstance(got, Exception):
+                    raise got
+        return results
+
+    async def _checked(self, commands: Sequence[Sequence[Any]], what: str) -> list[Any]:
+        """``Connections.execute``, raising the first error reply."""
+        results = await self._fast.execute(commands, what)
+        for got in results:
+            if isinstance(got, Exception):
                 raise got
         return results
+
+    async def _load_scripts(self, names: Iterable[str]) -> None:
+        loads = [("SCRIPT", "LOAD", self._scripts[name].script) for name in names]
+        for got in await self._fast.execute(loads, "script load"):
+            if isinstance(got, Exception):
+                raise got
 
     async def _batched(self, calls: Sequence[tuple[str, list[Any], list[Any]]]) -> list[Any]:
         """``_run_scripts(calls)``, sent together with the script calls other tasks make at the
@@ -327,7 +346,8 @@ class Transport:
 
     async def is_declared(self, agent: str) -> bool:
         """Whether some worker has declared ``agent``."""
-        return bool(await self._call(self.redis.hexists(self.keys.directory, agent), "lookup"))
+        (found,) = await self._checked([("HEXISTS", self.keys.directory, agent)], "lookup")
+        return bool(found)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -338,24 +358,38 @@ class Transport:
 
         One round trip for the whole batch. When this returns the turns are in Redis. With
         ``wait`` (a reply stream), the same round trip then waits up to 2 s for its first
-        entries and returns them.
+        entries and returns them. Agents that have an owner are not signalled: their owner
+        reads the new turns before it gives the agent up (``lua/signal.lua``).
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for agent, turn_id, data, signature in turns:
-            pipe.xadd(self.keys.turns(agent), _turn_fields(turn_id, data, signature))
-        for agent in dict.fromkeys(t[0] for t in turns):
-            pipe.xadd(self.keys.ready, {b"a": agent}, maxlen=_READY_CAP, approximate=True)
+        commands: list[tuple[Any, ...]] = [
+            _turn_xadd(self.keys.turns(agent), turn_id, data, signature)
+            for agent, turn_id, data, signature in turns
+        ]
+        commands.append(self._signal_unowned(dict.fromkeys(t[0] for t in turns)))
         if wait is not None:
-            pipe.xread({wait: b"0-0"}, count=500, block=2_000)
-        results = await self._call(pipe.execute(), "send")
+            commands.append(("XREAD", "COUNT", 500, "BLOCK", 2_000, "STREAMS", wait, "0-0"))
+        results = await self._checked(commands, "send")
         return _entries(results[-1][0][1]) if wait is not None and results[-1] else []
 
-    async def signal(self, agents: Iterable[str]) -> None:
-        """Announce that ``agents`` have work."""
-        pipe = self.redis.pipeline(transaction=False)
-        for agent in agents:
-            pipe.xadd(self.keys.ready, {b"a": agent}, maxlen=_READY_CAP, approximate=True)
-        await self._call(pipe.execute(), "signal")
+    def _signal_unowned(self, agents: Iterable[str]) -> tuple[Any, ...]:
+        # EVAL, not EVALSHA: the script is short, and a send must never find it missing
+        # (after a Redis restart) while its pipeline already waits for a reply.
+        names = list(agents)
+        keys = [self.keys.ready, *(self.keys.owner(a) for a in names)]
+        return ("EVAL", self._scripts["signal"].script, len(keys), *keys, _READY_CAP, *names)
+
+    async def signal(self, agents: Iterable[str], *, owned_too: bool = True) -> None:
+        """Announce that ``agents`` have work (with ``owned_too=False``, only those nobody
+        owns: an owner reads new turns itself)."""
+        names = list(agents)
+        if not names:
+            return
+        if owned_too:
+            ready = self.keys.ready
+            commands = [("XADD", ready, "MAXLEN", "~", _READY_CAP, "*", "a", a) for a in names]
+        else:
+            commands = [self._signal_unowned(names)]
+        await self._checked(commands, "signal")
 
     async def last_signal_id(self) -> bytes:
         """The id of the newest signal (read from there to see only new ones)."""
@@ -364,19 +398,17 @@ class Transport:
 
     async def read_signals(self, after: bytes, block_ms: int) -> list[Entry]:
         """Signals newer than ``after``, waiting up to ``block_ms`` for the first."""
-        raw = await self._call(
-            self.redis.xread({self.keys.ready: after}, count=1000, block=block_ms), "signals"
-        )
+        command = ("XREAD", "COUNT", 1000, "BLOCK", block_ms, "STREAMS", self.keys.ready, after)
+        (raw,) = await self._checked([command], "signals")
         return _entries(raw[0][1]) if raw else []
 
     async def backlog(self, agents: Sequence[str]) -> list[int]:
         """Entries (unprocessed or in flight) in each agent's stream."""
         out: list[int] = []
         for start in range(0, len(agents), 2000):
-            pipe = self.redis.pipeline(transaction=False)
-            for agent in agents[start : start + 2000]:
-                pipe.xlen(self.keys.turns(agent))
-            out.extend(await self._call(pipe.execute(), "backlog"))
+            chunk = agents[start : start + 2000]
+            lengths = await self._checked([("XLEN", self.keys.turns(a)) for a in chunk], "backlog")
+            out.extend(int(length) for length in lengths)
         return out
 
     # -- ownership -----------------------------------------------------------------------
@@ -385,19 +417,16 @@ class Transport:
         """Extend owned agents' leases; ``{agent: still ours}``."""
         if not leases:
             return {}
-        script = self._scripts["renew"]
+        calls = [("renew", [self.keys.owner(a)], [value, lease_ms]) for a, value in leases.items()]
+        results = await self._run_scripts(calls, "renew")
         expiry = time.time() * 1000 + lease_ms
-        pipe = self.redis.pipeline(transaction=False)
-        for agent, value in leases.items():
-            await script(keys=[self.keys.owner(agent)], args=[value, lease_ms], client=pipe)
-        pipe.zadd(self.keys.owned, dict.fromkeys(leases, expiry))
-        results = await self._call(pipe.execute(), "renew")
-        return {agent: bool(r) for agent, r in zip(leases, results, strict=False)}
+        await self.mark_owned(dict.fromkeys(leases, expiry), ())
+        return {agent: bool(r) for agent, r in zip(leases, results, strict=True)}
 
     async def release(self, agent: str, value: str) -> None:
         """Give up ``agent`` if still ours."""
         await self._script("release", [self.keys.owner(agent)], [value])
-        await self._call(self.redis.zrem(self.keys.owned, agent), "owned")
+        await self.mark_owned({}, [agent])
 
     async def expired_owners(self) -> list[str]:
         """Agents whose owner stopped renewing (dead or stalled).
@@ -533,11 +562,14 @@ class Transport:
         commit_args = [owner, pack_for_lua(ops)]
         keys = [k.turns(agent), k.owner(agent), k.state(agent), k.done(agent), k.cancel(agent)]
         args = [owner, GROUP, consumer, count, ">", int(release)]
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.evalsha(self._scripts["commit"].sha, len(commit_keys), *commit_keys, *commit_args)
-        pipe.xread({k.turns(agent): after}, count=1, block=block_ms)
-        pipe.evalsha(self._scripts["fetch"].sha, len(keys), *keys, *args)
-        done, woke, got = await self._call(pipe.execute(raise_on_error=False), "commit")
+        done, woke, got = await self._fast.execute(
+            [
+                self._evalsha("commit", commit_keys, commit_args),
+                _wait_newer(k.turns(agent), after, block_ms),
+                self._evalsha("fetch", keys, args),
+            ],
+            "commit",
+        )
         if isinstance(done, NoScriptError):  # Redis restarted: it did not run
             done = await self._script("commit", commit_keys, commit_args)
         elif isinstance(done, Exception):
@@ -561,10 +593,10 @@ class Transport:
         k = self.keys
         keys = [k.turns(agent), k.owner(agent), k.state(agent), k.done(agent), k.cancel(agent)]
         args = [owner, GROUP, consumer, count, ">", int(release)]
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xread({k.turns(agent): after}, count=1, block=block_ms)
-        pipe.evalsha(self._scripts["fetch"].sha, len(keys), *keys, *args)
-        woke, got = await self._call(pipe.execute(raise_on_error=False), "linger")
+        woke, got = await self._fast.execute(
+            [_wait_newer(k.turns(agent), after, block_ms), self._evalsha("fetch", keys, args)],
+            "linger",
+        )
         return await self._after_wait(woke, got, keys, args, after)
 
     async def _after_wait(
@@ -586,30 +618,26 @@ class Transport:
     async def mark_owned(self, add: dict[str, float], remove: Iterable[str]) -> None:
         """Record lease expiries (ms) of agents taken, and forget agents given up, in the
         ``owned`` set that ``expired_owners`` sweeps."""
-        pipe = self.redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         if add:
-            pipe.zadd(self.keys.owned, add)
+            scored = [part for agent, expiry in add.items() for part in (expiry, agent)]
+            commands.append(("ZADD", self.keys.owned, *scored))
         gone = list(remove)
         if gone:
-            pipe.zrem(self.keys.owned, *gone)
-        await self._call(pipe.execute(), "owned")
-
-    async def publish(self, key: str, kind: bytes, seq: int, data: bytes, ttl_ms: int) -> None:
-        """Append one reply entry right away (streamed values)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(key, {b"k": kind, b"q": seq, b"d": data}, maxlen=10_000, approximate=True)
-        pipe.pexpire(key, ttl_ms)
-        await self._call(pipe.execute(), "publish")
+            commands.append(("ZREM", self.keys.owned, *gone))
+        if commands:
+            await self._checked(commands, "owned")
 
     async def publish_many(
         self, key: str, values: Sequence[tuple[int, bytes]], ttl_ms: int
     ) -> None:
         """Append streamed values ``(seq, data)`` to a reply stream, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for seq, data in values:
-            pipe.xadd(key, {b"k": b"v", b"q": seq, b"d": data}, maxlen=10_000, approximate=True)
-        pipe.pexpire(key, ttl_ms)
-        await self._call(pipe.execute(), "publish")
+        commands: list[tuple[Any, ...]] = [
+            ("XADD", key, "MAXLEN", "~", 10_000, "*", "k", "v", "q", seq, "d", data)
+            for seq, data in values
+        ]
+        commands.append(("PEXPIRE", key, ttl_ms))
+        await self._checked(commands, "publish")
 
     async def relay(self, agent: str) -> list[str]:
         """Deliver the agent's committed sends to their targets; returns the targets.
@@ -621,14 +649,13 @@ class Transport:
         raw = await self._call(self.redis.xrange(outbox, count=500), "relay")
         if not raw:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        targets: list[str] = []
-        for _entry_id, f in raw:
-            target = f[b"a"].decode()
-            pipe.xadd(self.keys.turns(target), _turn_fields(f[b"id"], f[b"m"], f.get(b"s", b"")))
-            targets.append(target)
-        await self._call(pipe.execute(), "relay")
-        await self.signal(dict.fromkeys(targets))
+        targets = [f[b"a"].decode() for _entry_id, f in raw]
+        commands: list[tuple[Any, ...]] = [
+            _turn_xadd(self.keys.turns(target), f[b"id"], f[b"m"], f.get(b"s", b""))
+            for target, (_entry_id, f) in zip(targets, raw, strict=True)
+        ]
+        commands.append(self._signal_unowned(dict.fromkeys(targets)))
+        await self._checked(commands, "relay")
         await self._call(self.redis.xdel(outbox, *[e[0] for e in raw]), "relay")
         return targets
 
@@ -650,7 +677,9 @@ class Transport:
 
     async def read_reply(self, key: str, after: bytes, block_ms: int) -> list[Entry]:
         """Reply entries newer than ``after``, waiting up to ``block_ms``."""
-        raw = await self._call(self.redis.xread({key: after}, count=500, block=block_ms), "reply")
+        (raw,) = await self._checked(
+            [("XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", key, after)], "reply"
+        )
         return _entries(raw[0][1]) if raw else []
 
     # -- control -------------------------------------------------------------------------
@@ -671,7 +700,7 @@ class Transport:
         """Which of ``turn_ids`` have a cancellation request."""
         if not turn_ids:
             return []
-        raw = await self._call(self.redis.hmget(self.keys.cancel(agent), list(turn_ids)), "cancel")
+        (raw,) = await self._checked([("HMGET", self.keys.cancel(agent), *turn_ids)], "cancel")
         return [v is not None for v in raw]
 
     # -- workers -------------------------------------------------------------------------
@@ -700,11 +729,9 @@ class Transport:
 
     async def try_lock(self, name: str, token: str, lease_ms: int) -> bool:
         """Take the lock ``name`` if free."""
-        return bool(
-            await self._call(
-                self.redis.set(self.keys.lock(name), token, nx=True, px=lease_ms), "lock"
-            )
-        )
+        command = ("SET", self.keys.lock(name), token, "NX", "PX", lease_ms)
+        (got,) = await self._checked([command], "lock")
+        return got is not None
 
     async def renew_lock(self, name: str, token: str, lease_ms: int) -> bool:
         """Extend our hold on ``name``; False if it is no longer ours."""
@@ -765,14 +792,13 @@ class Transport:
         done), so the replayed turns run. Not atomic across agents: a crash in between leaves
         a letter that was already requeued, and replaying it again runs it again.
         """
-        pipe = self.redis.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         for _entry_id, agent, turn_id, data, signature in letters:
             if turn_id:
-                pipe.zrem(self.keys.done(agent), turn_id)
-            pipe.xadd(self.keys.turns(agent), _turn_fields(turn_id, data, signature))
-        for agent in dict.fromkeys(letter[1] for letter in letters):
-            pipe.xadd(self.keys.ready, {b"a": agent}, maxlen=_READY_CAP, approximate=True)
-        await self._call(pipe.execute(), "replay")
+                commands.append(("ZREM", self.keys.done(agent), turn_id))
+            commands.append(_turn_xadd(self.keys.turns(agent), turn_id, data, signature))
+        commands.append(self._signal_unowned(dict.fromkeys(letter[1] for letter in letters)))
+        await self._checked(commands, "replay")
         await self.delete_dead([letter[0] for letter in letters])
 
     async def run(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
@@ -780,12 +806,17 @@ class Transport:
         return await self._call(fn(self.redis), what)
 
 
-def _turn_fields(turn_id: str | bytes, data: bytes, signature: bytes) -> dict[bytes, Any]:
-    fields: dict[bytes, Any] = {b"id": turn_id, b"m": data}
+def _turn_xadd(stream: str, turn_id: str | bytes, data: bytes, signature: bytes) -> tuple[Any, ...]:
     if signature:
-        fields[b"s"] = signature
-    return fields
+        return ("XADD", stream, "*", "id", turn_id, "m", data, "s", signature)
+    return ("XADD", stream, "*", "id", turn_id, "m", data)
 
 
 def _decode(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _wait_newer(stream: str, after: bytes, block_ms: int) -> tuple[Any, ...]:
+    """An ``XREAD`` that waits up to ``block_ms`` for an entry newer than ``after`` (it
+    delivers nothing: a fetch after it reads through the group)."""
+    return ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", stream, after)
