@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncGenerator, Generator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
 from pygents import _seams
+from pygents._resume import Resumed
 from pygents.errors import SafeExecutionError, TurnTimeoutError, WrongRunMethodError
 from pygents.hooks import GLOBAL_HOOKS, Hook, TurnHook, fire
 from pygents.registry import HookRegistry, InstanceHook, ToolRegistry
@@ -66,36 +67,6 @@ class TurnMetadata:
             datetime.fromisoformat(end) if end else None,
             StopReason(reason) if reason else None,
         )
-
-
-class _Resumed:
-    """Awaitable that finishes a coroutine whose first step already ran and suspended.
-
-    Running the first step inline lets a tool that never suspends finish without a timer or
-    any event-loop round trip; only a tool that really waits pays for the timeout machinery.
-    """
-
-    __slots__ = ("coro", "pending")
-
-    def __init__(self, coro: Any, pending: Any) -> None:
-        self.coro = coro
-        self.pending = pending
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        coro, pending = self.coro, self.pending
-        while True:
-            try:
-                yield pending
-            except BaseException as exc:  # cancellation and the like go to the tool
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-                continue
-            try:
-                pending = coro.send(None)
-            except StopIteration as stop:
-                return stop.value
 
 
 def _evaluate(values: Iterable[Any]) -> list[Any]:
@@ -248,7 +219,7 @@ class Turn[T]:
         """Finish a tool call that suspended on its first step, within ``timeout``."""
         try:
             async with asyncio.timeout(self.timeout):
-                return await _Resumed(coro, pending)
+                return await Resumed(coro, pending)
         except TimeoutError as exc:
             if isinstance(exc, TurnTimeoutError):
                 raise
@@ -360,7 +331,7 @@ class Turn[T]:
         """Finish a generator step that suspended, within the turn's deadline."""
         try:
             async with asyncio.timeout_at(deadline):
-                return await _Resumed(step, pending)
+                return await Resumed(step, pending)
         except TimeoutError as exc:
             if isinstance(exc, TurnTimeoutError):
                 raise

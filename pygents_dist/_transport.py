@@ -38,7 +38,7 @@ __all__ = ["Entry", "Transport"]
 T = TypeVar("T")
 #: A stream entry: (entry id, {field: value}) with bytes throughout.
 type Entry = tuple[bytes, dict[bytes, bytes]]
-_SCRIPTS = ("renew", "release", "fetch", "commit", "take", "signal")
+_SCRIPTS = ("renew", "release", "fetch", "commit", "take", "signal", "take_many")
 _READY_CAP = 100_000
 #: Script calls of many agents sent in one pipeline, and such pipelines in flight at once.
 _BATCH_MAX = 128
@@ -69,6 +69,32 @@ end
 local done = commit(commit_keys, commit_args)
 if done ~= 1 then return {done, {-1}} end
 return {done, fetch(fetch_keys, fetch_args)}
+"""
+
+#: commit.lua for many agents in one script call. ARGV[1] how many agents; then per agent:
+#: its number of keys, '1' to give the lease up when its stream is empty, its owner value
+#: and its packed ops; KEYS: each agent's commit keys in turn. Returns per agent {committed,
+#: entries left in its stream, released (0/1)}.
+_COMMIT_MANY = """
+local function commit(KEYS, ARGV)
+<commit.lua>
+end
+local out, k, a = {}, 0, 2
+for i = 1, tonumber(ARGV[1]) do
+  local nkeys, release = tonumber(ARGV[a]), ARGV[a + 1]
+  local keys = {}
+  for j = 1, nkeys do keys[j] = KEYS[k + j] end
+  local done = commit(keys, {ARGV[a + 2], ARGV[a + 3]})
+  local left = redis.call('XLEN', keys[1])
+  local released = 0
+  if done == 1 and release == '1' and left == 0 then
+    redis.call('DEL', keys[2])
+    released = 1
+  end
+  out[i] = {done, left, released}
+  k, a = k + nkeys, a + 4
+end
+return out
 """
 
 
@@ -161,6 +187,8 @@ class Transport:
         composed = _COMMIT_FETCH.replace("<commit.lua>", text("commit"))
         composed = composed.replace("<fetch.lua>", text("fetch"))
         self._scripts["commit_fetch"] = client.register_script(composed)
+        many = _COMMIT_MANY.replace("<commit.lua>", text("commit"))
+        self._scripts["commit_many"] = client.register_script(many)
         self._batch: list[tuple[Sequence[tuple[str, list[Any], list[Any]]], asyncio.Future[Any]]]
         self._batch = []
         self._flushers: set[asyncio.Task[None]] = set()
@@ -503,6 +531,48 @@ class Transport:
             taken.flags = list(got[8])
             taken.pending = bool(got[9])
         return taken
+
+    async def take_many(
+        self, agents: Sequence[str], worker_id: str, lease_ms: int, count: int
+    ) -> list[Taken]:
+        """``take`` for many agents in one round trip (``lua/take_many.lua``), for the plain
+        case only: an agent with pending entries, waiting sends or no group comes back with
+        status 4 and no lease, for ``take``. Taken ones (status 0) carry their first batch."""
+        k = self.keys
+        keys = [
+            key
+            for a in agents
+            for key in (k.turns(a), k.owner(a), k.state(a), k.outbox(a), k.done(a), k.cancel(a))
+        ]
+        got = await self._script("take_many", keys, [worker_id, lease_ms, GROUP, count])
+        out = []
+        for one in got:
+            status = int(one[0])
+            if status != 0:
+                out.append(Taken(status))
+                continue
+            taken = Taken(0, one[1].decode(), one[2] or None, one[3] or None)
+            taken.entries = _entries(one[4])
+            taken.flags = list(one[5])
+            out.append(taken)
+        return out
+
+    async def commit_many(
+        self, commits: Sequence[tuple[str, str, dict[str, Any], list[str], bool]]
+    ) -> list[tuple[bool, int, bool]]:
+        """``commit`` the batches ``(agent, owner, ops, replies, release)`` of many agents
+        in one script call; each is fenced by its own lease, and with ``release`` its lease
+        is given up when its stream is empty. Per batch: ``(committed, entries left in the
+        stream, released)``."""
+        keys: list[str] = []
+        args: list[Any] = [len(commits)]
+        for agent, owner, ops, replies, release in commits:
+            commit_keys = self._commit_keys(agent, replies)
+            ops["g"] = GROUP
+            keys.extend(commit_keys)
+            args.extend((len(commit_keys), int(release), owner, pack_for_lua(ops)))
+        got = await self._script("commit_many", keys, args)
+        return [(bool(done), int(left), bool(released)) for done, left, released in got]
 
     async def commit_fetch(
         self,

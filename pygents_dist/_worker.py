@@ -37,10 +37,11 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, NamedTuple
 
 from pygents import _seams
+from pygents._resume import Resumed
 from pygents.agent import Agent
 from pygents.context import ContextItem
 from pygents.errors import TurnTimeoutError, UnregisteredHookError, UnregisteredToolError
@@ -76,6 +77,8 @@ _LINGER_SLICE_MS = 25
 _LINGER_MAX = 64
 #: Streamed values a turn may produce ahead of its reply stream writes before it waits.
 _PUBLISH_AHEAD = 1000
+#: Most agents taken (and committed) together in one round trip.
+_GROUP_MAX = 128
 VERSION = "0.8.0"
 
 
@@ -135,6 +138,18 @@ class _Effects:
     agent: str
     followups: list[list[bytes | str]] = dataclasses.field(default_factory=list)
     outbox: list[list[bytes | str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(slots=True)
+class _Batch:
+    """A batch whose turns ran: what its commit writes, and how it ended."""
+
+    ops: dict[str, Any]
+    replies: list[str]
+    effects: _Effects
+    held: bool  # a pause stopped it before its last turn
+    last_id: bytes  # the newest entry id it read
+    pending: bool  # its entries were claimed from a previous owner
 
 
 class _Next(NamedTuple):
@@ -271,6 +286,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._active: dict[str, asyncio.Task[None]] = {}
+        self._wanted: dict[str, None] = {}  # agents to take, in order (see _take_loop)
+        self._taker: asyncio.Task[None] | None = None
         self._again: set[str] = set()
         self._leases: dict[str, str] = {}
         self._running_turn: dict[str, str] = {}
@@ -344,6 +361,8 @@ class Worker:
             _seams.set_lock_provider(None)
             if self._owned_loop is not None:
                 self._owned_loop.cancel()
+            if self._taker is not None:
+                self._taker.cancel()
             with contextlib.suppress(Exception):
                 await self._sync_owned(time.monotonic())
             with contextlib.suppress(Exception):
@@ -384,12 +403,18 @@ class Worker:
                 self._schedule(name)
 
     async def _drain(self) -> None:
-        active = list(self._active.values())
-        if not active:
+        if not self._active and not self._wanted:
             return
-        served = list(self._active)
-        _log.info("draining %d agent(s), grace %.1fs", len(active), self.settings.grace_seconds)
-        _done, pending = await asyncio.wait(active, timeout=self.settings.grace_seconds)
+        served = {*self._active, *self._wanted}
+        grace = self.settings.grace_seconds
+        _log.info("draining %d agent(s), grace %.1fs", len(self._active), grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # A batch that finishes may hand its agent to a new task: wait for those too.
+        while self._active and loop.time() < deadline:
+            served.update(self._active)
+            await asyncio.wait(set(self._active.values()), timeout=deadline - loop.time())
+        pending = set(self._active.values())
         for task in pending:
             task.cancel()
         if pending:
@@ -498,25 +523,77 @@ class Worker:
     # -- serving one agent ---------------------------------------------------------------
 
     def _schedule(self, agent: str) -> None:
+        """Queue ``agent`` to be taken (by ``_take_loop``), or to be looked at again once its
+        current serve ends."""
         if self._stopping.is_set():
             return
         if agent in self._active:
             self._again.add(agent)
             return
-        task = asyncio.create_task(self._serve(agent), name=f"agent {agent}")
-        self._active[agent] = task
-        task.add_done_callback(functools.partial(self._served, agent))
+        self._wanted[agent] = None
+        if self._taker is None:
+            self._taker = asyncio.create_task(self._take_loop(), name="taker")
 
-    def _served(self, agent: str, _task: asyncio.Task[None]) -> None:
+    def _served(self, agent: str, _task: asyncio.Task[None] | None = None) -> None:
         self._active.pop(agent, None)
         if agent in self._again:
             self._again.discard(agent)
             self._schedule(agent)
 
-    async def _serve(self, agent: str) -> None:
+    async def _take_loop(self) -> None:
+        """Take the wanted agents, a group at a time, as slots free up. A group of several
+        is taken in one round trip and its plain batches run inline (``_serve_group``); a
+        lone agent, or one that needs more care, gets a task of its own (``_own``)."""
         try:
-            async with self._slots:
-                await self._own(agent)
+            while self._wanted and not self._stopping.is_set():
+                await self._slots.acquire()
+                if self._stopping.is_set():
+                    self._slots.release()
+                    break
+                names = await self._next_group()
+                if len(names) > 1:
+                    await self._serve_group(names)
+                elif names:
+                    self._spawn(names[0], self._own(names[0]))
+                else:
+                    self._slots.release()
+        finally:
+            self._taker = None
+
+    async def _next_group(self) -> list[str]:
+        """Up to ``_GROUP_MAX`` wanted agents, one per slot held (the first slot is already
+        held; more are taken only while free). Parallel agents are spawned on their own."""
+        names: list[str] = []
+        slot = True
+        while self._wanted and len(names) < _GROUP_MAX:
+            if not slot:
+                if self._slots.locked():
+                    break
+                await self._slots.acquire()  # free: does not wait
+                slot = True
+            agent = next(iter(self._wanted))
+            del self._wanted[agent]
+            if agent in self._active:
+                self._again.add(agent)
+            elif self.settings.parallel.get(agent, 1) > 1:
+                self._spawn(agent, self._own(agent))
+                slot = False
+            else:
+                names.append(agent)
+                slot = False
+        if slot and names:
+            self._slots.release()
+        return names
+
+    def _spawn(self, agent: str, work: Coroutine[Any, Any, None]) -> None:
+        """Serve ``agent`` in a task of its own; ``work`` owns one slot and frees it."""
+        task = asyncio.create_task(self._serve(agent, work), name=f"agent {agent}")
+        self._active[agent] = task
+        task.add_done_callback(functools.partial(self._served, agent))
+
+    async def _serve(self, agent: str, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
         except ConnectionLostError as exc:
             _log.warning("agent %s: %s", agent, exc, extra={"agent": agent})
             await asyncio.sleep(0.2)
@@ -527,43 +604,177 @@ class Worker:
             _log.exception("agent %s: unexpected error while serving", agent)
             await asyncio.sleep(0.5)
             self._again.add(agent)
+        finally:
+            self._slots.release()
 
     async def _own(self, agent: str) -> None:
-        transport = self.transport
-        settings = self.settings
         # Entries taken over from a dead owner run one per commit: the delivery count
         # (lua/take.lua) then blames only the turn that was running when a worker died.
-        taken = await transport.take(agent, self.id, settings.lease_ms, self._batch, 1)
+        transport = self.transport
+        taken = await transport.take(agent, self.id, self.settings.lease_ms, self._batch, 1)
         if taken.status > 0:
             return  # owned by another worker, paused, or nothing to do: no lease was taken
         owner = taken.owner
-        self._leases[agent] = owner
-        self._note_owned(agent, True)
+        self._hold(agent, owner)
         outcome, released = 0, False
         try:
             self._restore(agent, taken.queue, taken.pool)
             if taken.outbox:
                 await transport.relay(agent)
-            outcome, released = await self._drain_agent(agent, owner, taken)
+            first = _Next(taken.status, taken.entries, taken.flags)
+            outcome, released = await self._drain_agent(
+                agent, owner, first, taken.counts, taken.pending
+            )
         finally:
-            self._lingering.discard(agent)
-            self._leases.pop(agent, None)
-            self._note_owned(agent, False)
-            if not released:
-                with contextlib.suppress(ConnectionLostError):
-                    await transport.release(agent, owner)
+            await self._let_go(agent, owner, outcome, released)
+
+    async def _go_on(self, agent: str, owner: str, first: _Next | Resumed, relay: bool) -> None:
+        """Serve an agent a group took on from where the group left it: finish the batch
+        that waited, or relay its sends, then drain it as ``_own`` does."""
+        outcome, released, last_id = 0, False, b""
+        try:
+            if isinstance(first, Resumed):
+                batch: _Batch = await first
+                nxt = await self._commit_batch(agent, owner, batch)
+                if nxt is None:
+                    outcome, first = -1, _Next(status=-1)
+                else:
+                    first, last_id = nxt, batch.last_id
+            if relay:
+                await self.transport.relay(agent)
+            if outcome == 0:
+                outcome, released = await self._drain_agent(agent, owner, first, {}, False, last_id)
+        finally:
+            await self._let_go(agent, owner, outcome, released)
+
+    def _hold(self, agent: str, owner: str) -> None:
+        self._leases[agent] = owner
+        self._note_owned(agent, True)
+
+    def _unhold(self, agent: str) -> None:
+        self._lingering.discard(agent)
+        self._leases.pop(agent, None)
+        self._note_owned(agent, False)
+
+    async def _let_go(self, agent: str, owner: str, outcome: int, released: bool) -> None:
+        """Give the lease up (unless the last commit did) and, as that is not atomic with
+        the last read, look at the stream once more."""
+        self._unhold(agent)
+        if not released:
+            with contextlib.suppress(ConnectionLostError):
+                await self.transport.release(agent, owner)
         if outcome == 0 and not released and not self._stopping.is_set():
-            depth = (await transport.backlog([agent]))[0]
+            depth = (await self.transport.backlog([agent]))[0]
             if depth:
                 self._again.add(agent)
 
-    async def _drain_agent(self, agent: str, owner: str, taken: Taken) -> tuple[int, bool]:
+    # -- serving many agents at once -----------------------------------------------------
+
+    async def _serve_group(self, names: list[str]) -> None:
+        """Take ``names`` in one round trip, run each one's first batch inline and commit
+        them all in one more. A batch whose turns wait on something (I/O, a slow tool) moves
+        to a task of its own at that point and is committed there; so does an agent with
+        more to do after its commit. Each name holds a slot."""
+        me = asyncio.current_task()
+        assert me is not None
+        for agent in names:
+            self._active[agent] = me
+        try:
+            taken = await self.transport.take_many(
+                names, self.id, self.settings.lease_ms, self._batch
+            )
+        except ConnectionLostError as exc:
+            _log.warning("taking %d agents: %s", len(names), exc)
+            for agent in names:
+                self._again.add(agent)
+                self._group_done(agent)
+            await asyncio.sleep(0.2)
+            return
+        done: list[tuple[str, str, _Batch]] = []
+        for agent, one in zip(names, taken, strict=True):
+            if one.status == 4:  # needs take.lua: claims, sends to relay or a lost group
+                self._spawn(agent, self._own(agent))
+            elif one.status != 0:
+                self._group_done(agent)
+            else:
+                batch = self._run_inline(agent, one)
+                if batch is not None:
+                    done.append((agent, one.owner, batch))
+        if done:
+            await self._commit_group(done)
+
+    def _run_inline(self, agent: str, taken: Taken) -> _Batch | None:
+        """Run the first batch of a taken agent; the batch if it ran without waiting, else
+        None (it goes on in a task of its own, which commits it)."""
+        self._hold(agent, taken.owner)
+        context = contextvars.copy_context()
+        try:
+            self._restore(agent, taken.queue, taken.pool)
+            work = self._run_turns(agent, taken.entries, taken.flags, {})
+            waiting = context.run(work.send, None)
+        except StopIteration as stop:
+            batch: _Batch = stop.value
+            return batch
+        except Exception:
+            _log.exception("agent %s: unexpected error while serving", agent)
+            self._again.add(agent)
+            self._spawn(agent, self._let_go(agent, taken.owner, -1, False))
+            return None
+        task = asyncio.create_task(
+            self._serve(agent, self._go_on(agent, taken.owner, Resumed(work, waiting), False)),
+            name=f"agent {agent}",
+            context=context,
+        )
+        self._active[agent] = task
+        task.add_done_callback(functools.partial(self._served, agent))
+        return None
+
+    async def _commit_group(self, done: list[tuple[str, str, _Batch]]) -> None:
+        commits = []
+        for agent, owner, batch in done:
+            release = not batch.effects.outbox and not batch.held
+            commits.append((agent, owner, batch.ops, batch.replies, release))
+        try:
+            results = await self.transport.commit_many(commits)
+        except ConnectionLostError as exc:
+            _log.warning("committing %d agents: %s", len(done), exc)
+            for agent, owner, _batch in done:
+                self._again.add(agent)
+                self._spawn(agent, self._let_go(agent, owner, -1, False))
+            return
+        for (agent, owner, batch), (committed, _left, released) in zip(done, results, strict=True):
+            if not committed:
+                _log.warning("agent %s: lease lost before commit; batch discarded", agent)
+                self._unhold(agent)
+                self._group_done(agent)
+                continue
+            self.stats["batches"] += 1
+            if released:
+                self._unhold(agent)
+                self._group_done(agent)
+            else:  # more turns came, it has sends to relay, or it is paused: go on
+                nxt = _Next(status=-2) if batch.held else _Next(read=False)
+                relay = bool(batch.effects.outbox)
+                self._spawn(agent, self._go_on(agent, owner, nxt, relay))
+
+    def _group_done(self, agent: str) -> None:
+        """An agent of a group needs nothing more: free its slot and let it be scheduled."""
+        self._slots.release()
+        self._served(agent)
+
+    async def _drain_agent(
+        self,
+        agent: str,
+        owner: str,
+        first: _Next,
+        counts: dict[bytes, int],
+        pending: bool,
+        last_id: bytes = b"",
+    ) -> tuple[int, bool]:
         """Run batches until none is left: ``(outcome, released)``, outcome as the fetch
         status (0, -1 lease lost, -2 paused); released: the last commit gave the lease up."""
-        counts, pending = taken.counts, taken.pending
         size = self._batch
-        nxt = _Next(taken.status, taken.entries, taken.flags)
-        last_id = b""
+        nxt = first
         while True:
             if not nxt.read:
                 if self._stopping.is_set():
@@ -682,6 +893,19 @@ class Worker:
     ) -> _Next | None:
         """Run one batch and commit it; the next batch (read in the same round trip), or
         None when the lease was lost and nothing was committed."""
+        batch = await self._run_turns(agent, entries, flags, counts, pending)
+        return await self._commit_batch(agent, owner, batch)
+
+    async def _run_turns(
+        self,
+        agent: str,
+        entries: list[Entry],
+        flags: list[bytes],
+        counts: dict[bytes, int],
+        pending: bool = False,
+    ) -> _Batch:
+        """Run the turns of one batch, gathering what its commit will write. Waits on
+        nothing of its own unless a turn does (or a pause check, or a dead letter)."""
         effects = _Effects(agent)
         ops: dict[str, Any] = {"ack": [], "tid": [], "rp": []}
         replies: list[str] = []
@@ -730,6 +954,18 @@ class Worker:
                 task.cancel()
             _effects.reset(token)
         ops.update(self._commit_ops(agent, effects))
+        return _Batch(ops, replies, effects, held, entries[-1][0], pending)
+
+    async def _commit_batch(self, agent: str, owner: str, batch: _Batch) -> _Next | None:
+        """Commit a batch; the next batch (read in the same round trip), or None when the
+        lease was lost and nothing was committed."""
+        ops, replies, effects, held, pending = (
+            batch.ops,
+            batch.replies,
+            batch.effects,
+            batch.held,
+            batch.pending,
+        )
         if self._stopping.is_set() or held:  # no new turns: commit only
             committed = await self.transport.commit(agent, owner, ops, replies)
             after = _Next(status=-2) if held else _Next(read=False)
@@ -750,7 +986,7 @@ class Worker:
                 ops,
                 replies,
                 self.id,
-                entries[-1][0],
+                batch.last_id,
                 block,
                 self._batch,
                 block >= self.settings.linger_ms,
