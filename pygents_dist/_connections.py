@@ -32,6 +32,8 @@ CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, O
 #: Backoff before retry n (1-based): min(_BACKOFF_CAP, _BACKOFF_BASE * 2**n) seconds.
 _BACKOFF_BASE = 0.02
 _BACKOFF_CAP = 1.0
+#: redis-py's socket timeout when the URL and options set none.
+_DEFAULT_TIMEOUT = 5.0
 
 
 def pack(commands: Sequence[Sequence[Any]]) -> bytes:
@@ -57,12 +59,20 @@ class Connections:
     def __init__(self, pool: ConnectionPool, *, retries: int, limit: int) -> None:
         self._pool = pool
         self._retries = retries
+        timeout = pool.connection_kwargs.get("socket_timeout", _DEFAULT_TIMEOUT)
+        self._timeout: float | None = timeout
         self._idle: list[AbstractConnection] = []
         self._room = asyncio.Semaphore(limit)  # blocking reads each hold one connection
 
-    async def execute(self, commands: Sequence[Sequence[Any]], what: str) -> list[Any]:
+    async def execute(
+        self, commands: Sequence[Sequence[Any]], what: str, wait_ms: int = 0
+    ) -> list[Any]:
         """Run ``commands`` in one round trip; their replies in order, with an error reply
         (``ResponseError``, e.g. ``NoScriptError``) returned in its command's place.
+
+        The whole round trip may take the socket timeout (redis-py's ``socket_timeout``,
+        5 s unless set) plus ``wait_ms``, the longest a blocking command in it waits; a
+        connection that takes longer counts as lost.
 
         Raises:
             ConnectionLostError: Redis stayed unreachable through every retry (``what``
@@ -74,7 +84,7 @@ class Connections:
             while True:
                 connection = self._idle.pop() if self._idle else self._connect()
                 try:
-                    replies = await _round_trip(connection, payload, len(commands))
+                    replies = await self._round_trip(connection, payload, len(commands), wait_ms)
                 except CONNECTION_ERRORS as exc:
                     await self._discard(connection)
                     # The idle connections most likely lost the same server: drop them too,
@@ -98,9 +108,31 @@ class Connections:
         """A new connection, made as the pool would (it connects on its first command)."""
         # RESP2 whatever the pool speaks: replies are read raw, and RESP2 gives every
         # command and script one shape (arrays, nil for Lua false).
-        options = {**self._pool.connection_kwargs, "protocol": 2}
+        # No socket timeout of their own: one deadline covers a whole round trip (a timer
+        # per read and write costs more than the rest of the read).
+        options = {
+            **self._pool.connection_kwargs,
+            "protocol": 2,
+            "socket_timeout": None,
+            "socket_connect_timeout": self._connect_timeout(),
+        }
         connection: AbstractConnection = self._pool.connection_class(**options)
         return connection
+
+    def _connect_timeout(self) -> float | None:
+        given: float | None = self._pool.connection_kwargs.get("socket_connect_timeout")
+        return given if given is not None else self._timeout
+
+    async def _round_trip(
+        self, connection: AbstractConnection, payload: bytes, count: int, wait_ms: int
+    ) -> list[Any]:
+        if self._timeout is None:
+            return await _exchange(connection, payload, count)
+        try:
+            async with asyncio.timeout(self._timeout + wait_ms / 1000):
+                return await _exchange(connection, payload, count)
+        except TimeoutError:
+            raise RedisTimeoutError(f"no reply within {self._timeout}s") from None
 
     async def aclose(self) -> None:
         """Close the idle connections (busy ones close when their call ends)."""
@@ -118,7 +150,7 @@ class Connections:
             await connection.disconnect(nowait=True)
 
 
-async def _round_trip(connection: AbstractConnection, payload: bytes, count: int) -> list[Any]:
+async def _exchange(connection: AbstractConnection, payload: bytes, count: int) -> list[Any]:
     await connection.send_packed_command(payload, check_health=False)
     replies: list[Any] = []
     for _ in range(count):

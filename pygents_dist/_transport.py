@@ -180,8 +180,10 @@ class Transport:
         flags = (source / "flags.lua").read_text()
 
         def text(name: str) -> str:
-            # Redis scripts cannot import: shared Lua is pasted in at its marker.
-            return (source / f"{name}.lua").read_text().replace("-- #include flags.lua", flags)
+            # Redis scripts cannot import: shared Lua is pasted in at its marker. Comment
+            # lines are dropped: some scripts travel with every call (EVAL).
+            body = (source / f"{name}.lua").read_text().replace("-- #include flags.lua", flags)
+            return "\n".join(x for x in body.splitlines() if not x.lstrip().startswith("--"))
 
         self._scripts = {name: client.register_script(text(name)) for name in _SCRIPTS}
         composed = _COMMIT_FETCH.replace("<commit.lua>", text("commit"))
@@ -257,9 +259,11 @@ class Transport:
                     raise got
         return results
 
-    async def _checked(self, commands: Sequence[Sequence[Any]], what: str) -> list[Any]:
+    async def _checked(
+        self, commands: Sequence[Sequence[Any]], what: str, wait_ms: int = 0
+    ) -> list[Any]:
         """``Connections.execute``, raising the first error reply."""
-        results = await self._fast.execute(commands, what)
+        results = await self._fast.execute(commands, what, wait_ms)
         for got in results:
             if isinstance(got, Exception):
                 raise got
@@ -396,7 +400,7 @@ class Transport:
         commands.append(self._signal_unowned(dict.fromkeys(t[0] for t in turns)))
         if wait is not None:
             commands.append(("XREAD", "COUNT", 500, "BLOCK", 2_000, "STREAMS", wait, "0-0"))
-        results = await self._checked(commands, "send")
+        results = await self._checked(commands, "send", 0 if wait is None else 2_000)
         return _entries(results[-1][0][1]) if wait is not None and results[-1] else []
 
     def _signal_unowned(self, agents: Iterable[str]) -> tuple[Any, ...]:
@@ -427,7 +431,7 @@ class Transport:
     async def read_signals(self, after: bytes, block_ms: int) -> list[Entry]:
         """Signals newer than ``after``, waiting up to ``block_ms`` for the first."""
         command = ("XREAD", "COUNT", 1000, "BLOCK", block_ms, "STREAMS", self.keys.ready, after)
-        (raw,) = await self._checked([command], "signals")
+        (raw,) = await self._checked([command], "signals", block_ms)
         return _entries(raw[0][1]) if raw else []
 
     async def backlog(self, agents: Sequence[str]) -> list[int]:
@@ -639,6 +643,7 @@ class Transport:
                 self._evalsha("fetch", keys, args),
             ],
             "commit",
+            block_ms,
         )
         if isinstance(done, NoScriptError):  # Redis restarted: it did not run
             done = await self._script("commit", commit_keys, commit_args)
@@ -666,6 +671,7 @@ class Transport:
         woke, got = await self._fast.execute(
             [_wait_newer(k.turns(agent), after, block_ms), self._evalsha("fetch", keys, args)],
             "linger",
+            block_ms,
         )
         return await self._after_wait(woke, got, keys, args, after)
 
@@ -748,7 +754,7 @@ class Transport:
     async def read_reply(self, key: str, after: bytes, block_ms: int) -> list[Entry]:
         """Reply entries newer than ``after``, waiting up to ``block_ms``."""
         (raw,) = await self._checked(
-            [("XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", key, after)], "reply"
+            [("XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", key, after)], "reply", block_ms
         )
         return _entries(raw[0][1]) if raw else []
 
