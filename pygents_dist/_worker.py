@@ -77,8 +77,10 @@ _LINGER_SLICE_MS = 25
 _LINGER_MAX = 64
 #: Streamed values a turn may produce ahead of its reply stream writes before it waits.
 _PUBLISH_AHEAD = 1000
-#: Most agents taken (and committed) together in one round trip.
+#: Most agents taken (and committed) together in one round trip, and such groups at once
+#: (each agent of a group holds one of the ``concurrency`` slots).
 _GROUP_MAX = 128
+_GROUP_FLIGHTS = 2
 VERSION = "0.8.0"
 
 
@@ -288,6 +290,7 @@ class Worker:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._wanted: dict[str, None] = {}  # agents to take, in order (see _take_loop)
         self._taker: asyncio.Task[None] | None = None
+        self._flights = asyncio.Semaphore(_GROUP_FLIGHTS)
         self._again: set[str] = set()
         self._leases: dict[str, str] = {}
         self._running_turn: dict[str, str] = {}
@@ -546,14 +549,22 @@ class Worker:
         lone agent, or one that needs more care, gets a task of its own (``_own``)."""
         try:
             while self._wanted and not self._stopping.is_set():
+                # Two groups at once: one runs its turns while Redis serves the other.
+                await self._flights.acquire()
                 await self._slots.acquire()
                 if self._stopping.is_set():
                     self._slots.release()
+                    self._flights.release()
                     break
                 names = await self._next_group()
                 if len(names) > 1:
-                    await self._serve_group(names)
-                elif names:
+                    group = asyncio.create_task(self._serve_group(names), name="group")
+                    group.add_done_callback(lambda _task: self._flights.release())
+                    for agent in names:
+                        self._active[agent] = group
+                    continue
+                self._flights.release()
+                if names:
                     self._spawn(names[0], self._own(names[0]))
                 else:
                     self._slots.release()
@@ -565,7 +576,8 @@ class Worker:
         held; more are taken only while free). Parallel agents are spawned on their own."""
         names: list[str] = []
         slot = True
-        while self._wanted and len(names) < _GROUP_MAX:
+        most = max(2, min(_GROUP_MAX, self.settings.concurrency // _GROUP_FLIGHTS))
+        while self._wanted and len(names) < most:
             if not slot:
                 if self._slots.locked():
                     break
@@ -675,10 +687,6 @@ class Worker:
         them all in one more. A batch whose turns wait on something (I/O, a slow tool) moves
         to a task of its own at that point and is committed there; so does an agent with
         more to do after its commit. Each name holds a slot."""
-        me = asyncio.current_task()
-        assert me is not None
-        for agent in names:
-            self._active[agent] = me
         try:
             taken = await self.transport.take_many(
                 names, self.id, self.settings.lease_ms, self._batch
