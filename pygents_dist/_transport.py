@@ -44,6 +44,7 @@ _READY_CAP = 100_000
 _BATCH_MAX = 128
 _BATCH_FLIGHTS = 2
 _DEAD_CAP = 100_000
+_KEYS_CACHED = 100_000
 
 
 #: commit.lua then fetch.lua in one script call: each file's text becomes the body of a
@@ -176,6 +177,7 @@ class Transport:
         self.keys = keys
         pool = client.connection_pool
         self._fast = Connections(pool, retries=retries, limit=pool.max_connections)
+        self._keys_of: dict[str, tuple[str, str, str, str, str, str]] = {}
         source = importlib.resources.files("pygents_dist") / "lua"
         flags = (source / "flags.lua").read_text()
 
@@ -489,18 +491,28 @@ class Transport:
             return int(got[0]), [], []
         return 0, _entries(got[1]), list(got[2])
 
+    def _agent_keys(self, agent: str) -> tuple[str, str, str, str, str, str]:
+        """The agent's turns, owner, state, outbox, done and cancel keys (the KEYS of
+        ``lua/take.lua``), built once per agent: a worker serving thousands of agents
+        would otherwise format a dozen keys per batch."""
+        keys = self._keys_of.get(agent)
+        if keys is None:
+            if len(self._keys_of) >= _KEYS_CACHED:
+                self._keys_of.clear()
+            k = self.keys
+            keys = self._keys_of[agent] = (
+                k.turns(agent),
+                k.owner(agent),
+                k.state(agent),
+                k.outbox(agent),
+                k.done(agent),
+                k.cancel(agent),
+            )
+        return keys
+
     def _commit_keys(self, agent: str, replies: list[str]) -> list[str]:
         """KEYS of ``lua/commit.lua``: the agent's keys, then its reply streams."""
-        k = self.keys
-        return [
-            k.turns(agent),
-            k.owner(agent),
-            k.state(agent),
-            k.outbox(agent),
-            k.done(agent),
-            k.cancel(agent),
-            *replies,
-        ]
+        return [*self._agent_keys(agent), *replies]
 
     async def commit(self, agent: str, owner: str, ops: dict[str, Any], replies: list[str]) -> bool:
         """Apply a batch's effects atomically (``lua/commit.lua``); False if fenced out."""
@@ -520,9 +532,7 @@ class Transport:
         """Own ``agent`` if it has work, with its first batch, in one round trip
         (``lua/take.lua``); see ``Taken``. The caller records the lease in the ``owned`` set
         (``mark_owned``)."""
-        k = self.keys
-        keys = [k.turns(agent), k.owner(agent), k.state(agent), k.outbox(agent), k.done(agent)]
-        keys.append(k.cancel(agent))
+        keys = list(self._agent_keys(agent))
         args = [worker_id, lease_ms, GROUP, count, claim, claimed_count]
         (got,) = await self._batched([("take", keys, args)])
         status = int(got[0])
@@ -542,12 +552,7 @@ class Transport:
         """``take`` for many agents in one round trip (``lua/take_many.lua``), for the plain
         case only: an agent with pending entries, waiting sends or no group comes back with
         status 4 and no lease, for ``take``. Taken ones (status 0) carry their first batch."""
-        k = self.keys
-        keys = [
-            key
-            for a in agents
-            for key in (k.turns(a), k.owner(a), k.state(a), k.outbox(a), k.done(a), k.cancel(a))
-        ]
+        keys = [key for a in agents for key in self._agent_keys(a)]
         got = await self._script("take_many", keys, [worker_id, lease_ms, GROUP, count])
         out = []
         for one in got:

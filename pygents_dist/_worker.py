@@ -247,6 +247,10 @@ class _Router:
             effects.outbox.append([agent_name, turn_id, data, signature])
 
 
+def _releasing(slots: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
+    return lambda _task: slots.release()
+
+
 def _describe(agent: Agent) -> bytes:
     return _wire.pack(
         {
@@ -920,7 +924,7 @@ class Worker:
         token = _effects.set(effects)
         parallel = self.settings.parallel.get(agent, 1)
         running: set[asyncio.Task[None]] = set()
-        slots = asyncio.Semaphore(parallel)
+        slots = asyncio.Semaphore(parallel) if parallel > 1 else None
         batch_ids: set[str] = set()
         held, checked = False, time.monotonic()
         try:
@@ -948,12 +952,12 @@ class Worker:
                         self._reply_error(agent, turn_id, ops, replies, detail, reason=reason)
                     continue
                 entry = self._run_entry(agent, turn_id, fields, flag == b"c", ops, replies)
-                if parallel == 1:
+                if slots is None:
                     await entry
                 else:  # an opted-in stateless agent: up to `parallel` turns at once
                     await slots.acquire()
                     task = asyncio.create_task(entry)
-                    task.add_done_callback(lambda _t: slots.release())
+                    task.add_done_callback(_releasing(slots))
                     running.add(task)
             if running:
                 await asyncio.gather(*running)
