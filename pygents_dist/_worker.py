@@ -307,7 +307,7 @@ class Worker:
         self._lingering: set[str] = set()
         self._owned_recorded: set[str] = set()
         self._owned_loop: asyncio.Task[None] | None = None
-        self.stats = {"turns": 0, "batches": 0, "dead_lettered": 0, "failed": 0}
+        self.stats = {"turns": 0, "batches": 0, "dead_lettered": 0, "failed": 0, "grouped": 0}
         self.metrics = _metrics.Metrics(self.id, VERSION)
         self.metrics.active = lambda: len(self._active)
 
@@ -395,6 +395,7 @@ class Worker:
                 "active": len(self._active),
                 "version": VERSION,
                 "turns": self.stats["turns"],
+                "grouped": self.stats["grouped"],
                 "ts": time.time(),
             }
         )
@@ -695,12 +696,11 @@ class Worker:
             taken = await self.transport.take_many(
                 names, self.id, self.settings.lease_ms, self._batch
             )
-        except ConnectionLostError as exc:
-            _log.warning("taking %d agents: %s", len(names), exc)
+        except Exception as exc:
+            await self._group_failed("taking", exc)
             for agent in names:
                 self._again.add(agent)
                 self._group_done(agent)
-            await asyncio.sleep(0.2)
             return
         done: list[tuple[str, str, _Batch]] = []
         for agent, one in zip(names, taken, strict=True):
@@ -709,6 +709,7 @@ class Worker:
             elif one.status != 0:
                 self._group_done(agent)
             else:
+                self.stats["grouped"] += 1
                 batch = self._run_inline(agent, one)
                 if batch is not None:
                     done.append((agent, one.owner, batch))
@@ -748,8 +749,9 @@ class Worker:
             commits.append((agent, owner, batch.ops, batch.replies, release))
         try:
             results = await self.transport.commit_many(commits)
-        except ConnectionLostError as exc:
-            _log.warning("committing %d agents: %s", len(done), exc)
+        except Exception as exc:
+            # Nothing was committed: the turns run again (by whoever takes the agent next).
+            await self._group_failed("committing", exc)
             for agent, owner, _batch in done:
                 self._again.add(agent)
                 self._spawn(agent, self._let_go(agent, owner, -1, False))
@@ -768,6 +770,17 @@ class Worker:
                 nxt = _Next(status=-2) if batch.held else _Next(read=False)
                 relay = bool(batch.effects.outbox)
                 self._spawn(agent, self._go_on(agent, owner, nxt, relay))
+
+    @staticmethod
+    async def _group_failed(doing: str, exc: Exception) -> None:
+        """Log why a group's round trip failed and back off (as ``_serve`` does) before its
+        agents are tried again."""
+        if isinstance(exc, ConnectionLostError):
+            _log.warning("%s a group of agents: %s", doing, exc)
+            await asyncio.sleep(0.2)
+        else:
+            _log.error("%s a group of agents failed", doing, exc_info=exc)
+            await asyncio.sleep(0.5)
 
     def _group_done(self, agent: str) -> None:
         """An agent of a group needs nothing more: free its slot and let it be scheduled."""

@@ -1,0 +1,81 @@
+"""The transport's pipelined fast path (``_connections.py``) against a real Redis: replies
+come back in order, a call cancelled mid-wait never hands its late reply to the next call,
+and an unreachable Redis is reported as ``ConnectionLostError``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ResponseError
+
+from pygents_dist import ConnectionLostError
+from pygents_dist._transport import Transport
+from pygents_dist.testing import RedisServer, free_port
+from tests.dist.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def test_replies_come_back_in_order_with_errors_in_place(
+    redis_url: str, key_prefix: str
+) -> None:
+    transport = Transport.from_url(redis_url, namespace=key_prefix)
+    try:
+        key = f"{key_prefix}:x"
+        got = await transport._fast.execute(
+            [("SET", key, "v"), ("LPUSH", key, "wrong type"), ("GET", key), ("XLEN", key)],
+            "test",
+        )
+        assert got[0] == b"OK"
+        assert isinstance(got[1], ResponseError) and "WRONGTYPE" in str(got[1])
+        assert got[2] == b"v"
+        assert isinstance(got[3], ResponseError)
+    finally:
+        await transport.aclose()
+
+
+async def test_a_cancelled_wait_never_answers_the_next_call(redis_url: str, key_prefix: str) -> None:
+    transport = Transport.from_url(redis_url, namespace=key_prefix)
+    stream = f"{key_prefix}:replies"
+    try:
+        waiting = asyncio.ensure_future(transport.read_reply(stream, b"0-0", 10_000))
+
+        async def blocked() -> bool:
+            clients = await transport.redis.client_list()
+            return any(c.get("cmd") == "xread" for c in clients)
+
+        await eventually(blocked, "the read to block in Redis")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        # The entry wakes the cancelled read's connection, had it been kept: its reply would
+        # then answer the next command sent on it.
+        await transport.redis.xadd(stream, {b"k": b"e"})
+        for _ in range(5):
+            assert await transport.backlog(["nobody"]) == [0]
+            assert not await transport.is_declared("nobody")
+        entries = await transport.read_reply(stream, b"0-0", 100)
+        assert [fields for _id, fields in entries] == [{b"k": b"e"}]
+    finally:
+        await transport.aclose()
+
+
+async def test_an_unreachable_redis_is_a_connection_lost_error() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    transport = Transport.from_url(url, retries=1)
+    try:
+        with pytest.raises(ConnectionLostError, match="during backlog"):
+            await transport.backlog(["a"])
+    finally:
+        await transport.aclose()
+
+
+async def test_calls_resume_after_redis_restarts(private_redis: RedisServer) -> None:
+    transport = Transport.from_url(private_redis.url)
+    try:
+        assert await transport.backlog(["a"]) == [0]
+        private_redis.restart(kill=True)
+        assert await transport.backlog(["a"]) == [0]  # a stale connection is replaced
+    finally:
+        await transport.aclose()

@@ -1,0 +1,131 @@
+"""Agents taken, run and committed in groups: a worker that finds many agents with work at
+once (here: turns queued while no worker ran) takes them in one round trip, runs their
+batches inline and commits them together.
+
+The group path must keep every promise of the one-agent path: each agent's turns run once and
+in order, context and follow-ups are kept, sends are relayed, leases are given up, and a
+turn that waits does not hold up the rest of its group. The heartbeat's ``grouped`` count
+shows the turns really went that way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pygents_dist import Client
+from pygents_dist._wire import unpack
+from pygents_dist.testing import WorkerProcess
+from tests.dist.conftest import StartWorker
+from tests.dist.helpers import eventually, stream_length
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CROWD = 40
+NAMES = [f"c{i}" for i in range(CROWD)]
+ENV = {"CROWD": str(CROWD)}
+
+
+def start_crowd(start: StartWorker) -> WorkerProcess:
+    return start("--lease-ms", "3000", target="crowd_app", env=ENV)
+
+
+async def queue_while_stopped(
+    start: StartWorker, client: Client, sends: list[tuple[str, str, dict[str, Any]]]
+) -> None:
+    """Declare the agents with a worker, stop it, then queue ``(agent, tool, kwargs)``."""
+    start_crowd(start).stop()
+    for agent, tool, kwargs in sends:
+        await client.send(agent, tool, kwargs=kwargs)
+
+
+async def grouped(client: Client, at_least: int) -> int:
+    async def count() -> int:
+        infos = [unpack(info) for info in (await client.transport.workers()).values()]
+        total = sum(int(info.get("grouped", 0)) for info in infos)
+        return total if total >= at_least else 0
+
+    return await eventually(count, f"{at_least} agents taken in groups")
+
+
+async def drained(client: Client, names: list[str]) -> bool:
+    owners = [client.transport.keys.owner(n) for n in names]
+    if await client.transport.redis.exists(*owners):
+        return False
+    return all([await stream_length(client, n) == 0 for n in names])
+
+
+async def test_agents_taken_together_run_their_turns_in_order_and_keep_their_context(
+    start: StartWorker, client: Client
+) -> None:
+    sends = [(a, "tally", {"agent": a, "i": i}) for i in range(4) for a in NAMES]
+    await queue_while_stopped(start, client, sends)
+    start_crowd(start)
+    await grouped(client, CROWD // 2)
+    await eventually(lambda: drained(client, NAMES), "every agent drained and let go")
+    for agent in NAMES:
+        got = await client.call(agent, "report", kwargs={"agent": agent})
+        assert got == {"seen": [0, 1, 2, 3], "queue": [0, 1, 2, 3]}, agent
+
+
+async def test_follow_ups_and_sends_from_a_group_are_delivered(
+    start: StartWorker, client: Client
+) -> None:
+    ring = {a: NAMES[(i + 1) % CROWD] for i, a in enumerate(NAMES)}
+    sends = [(a, "hop", {"agent": a, "target": ring[a], "i": 7}) for a in NAMES]
+    await queue_while_stopped(start, client, sends)
+    start_crowd(start)
+    await grouped(client, CROWD // 2)
+    await eventually(lambda: drained(client, NAMES), "follow-ups and sends run")
+    for agent in NAMES:
+        # its own follow-up, and the send of the agent before it in the ring
+        got = await client.call(agent, "report", kwargs={"agent": agent})
+        assert got["seen"] == [7, 7], agent
+    assert await client.transport.redis.xlen(client.transport.keys.outbox(NAMES[0])) == 0
+
+
+async def test_a_turn_that_waits_does_not_hold_up_its_group(
+    start: StartWorker, client: Client, app_key: Callable[[str], str]
+) -> None:
+    sends = [(a, "tally", {"agent": a, "i": 1}) for a in NAMES[1:]]
+    await queue_while_stopped(start, client, sends)
+    waiting = await client.send(NAMES[0], "gate", kwargs={"name": "g"}, reply=True)
+    start_crowd(start)
+    await eventually(lambda: drained(client, NAMES[1:]), "the rest of the group committed")
+    assert await client.transport.redis.exists(client.transport.keys.owner(NAMES[0]))
+    await client.transport.redis.rpush(app_key("gate:g"), 1)
+    assert await _ended(client, NAMES[0], waiting)
+    await eventually(lambda: drained(client, NAMES), "the waiting agent let go too")
+
+
+async def test_a_send_to_an_owned_agent_writes_no_signal(
+    start: StartWorker, client: Client, app_key: Callable[[str], str]
+) -> None:
+    start_crowd(start)
+    agent = NAMES[0]
+    first = await client.send(agent, "gate", kwargs={"name": "s"}, reply=True)
+    owner = client.transport.keys.owner(agent)
+    await eventually(lambda: client.transport.redis.exists(owner), "the agent owned")
+    ready = client.transport.keys.ready
+    signals = await client.transport.redis.xlen(ready)
+    later = [
+        await client.send(agent, "tally", kwargs={"agent": agent, "i": i}, reply=True)
+        for i in range(3)
+    ]
+    assert await client.transport.redis.xlen(ready) == signals  # the owner reads them itself
+    await client.transport.redis.rpush(app_key("gate:s"), 1)
+    for turn_id in (first, *later):
+        assert await _ended(client, agent, turn_id)
+    assert (await client.call(agent, "report", kwargs={"agent": agent}))["seen"] == [0, 1, 2]
+
+
+async def _ended(client: Client, agent: str, turn_id: str) -> bool:
+    key = client.transport.keys.reply(agent, turn_id)
+
+    async def end() -> bool:
+        entries = await client.transport.redis.xrange(key)
+        return any(fields.get(b"k") == b"e" for _id, fields in entries)
+
+    return await eventually(end, f"turn {turn_id} to end")
