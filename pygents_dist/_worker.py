@@ -13,7 +13,18 @@ How a worker serves an agent:
    outbox), context, replies, dedup ids. A worker that lost its lease commits nothing. The
    same round trip reads the next batch (``lua/fetch.lua``), and gives the lease up when
    nothing is left; with ``linger_ms`` it first waits that long for a next turn.
-4. Signals that arrived meanwhile bring the agent back to step 2.
+4. Signals that arrived meanwhile bring the agent back to step 2. A turn sent to an agent
+   that has an owner writes no signal: the owner reads it before it lets go.
+
+When many agents have work at once (a burst of signals, or a scan at start), steps 2 and 3
+go in groups: one round trip (``lua/take_many.lua``) takes up to 32 agents in the plain case
+(no pending entries, no waiting sends) with their first batches; their turns run inline, one
+agent after another, and one more round trip commits them all, each fenced by its own lease
+and given up when its stream is empty. A batch whose turns really wait (I/O, a slow tool)
+moves to a task of its own the moment it waits, so it holds up no other agent; so does an
+agent with more to do after the group commit. Two groups are in flight at once, so the
+worker runs one group's turns while Redis serves the other. A lone agent, or one that needs
+claims or relays, goes the one-agent way above.
 
 Script calls of many agents made at the same moment share one pipeline (``Transport``).
 
@@ -152,6 +163,7 @@ class _Batch:
     held: bool  # a pause stopped it before its last turn
     last_id: bytes  # the newest entry id it read
     pending: bool  # its entries were claimed from a previous owner
+    rest: _Next | None = None  # entries read but not run (the batch ran long): run next
 
 
 class _Next(NamedTuple):
@@ -745,7 +757,7 @@ class Worker:
     async def _commit_group(self, done: list[tuple[str, str, _Batch]]) -> None:
         commits = []
         for agent, owner, batch in done:
-            release = not batch.effects.outbox and not batch.held
+            release = not batch.effects.outbox and not batch.held and batch.rest is None
             commits.append((agent, owner, batch.ops, batch.replies, release))
         try:
             results = await self.transport.commit_many(commits)
@@ -767,7 +779,7 @@ class Worker:
                 self._unhold(agent)
                 self._group_done(agent)
             else:  # more turns came, it has sends to relay, or it is paused: go on
-                nxt = _Next(status=-2) if batch.held else _Next(read=False)
+                nxt = _Next(status=-2) if batch.held else batch.rest or _Next(read=False)
                 relay = bool(batch.effects.outbox)
                 self._spawn(agent, self._go_on(agent, owner, nxt, relay))
 
@@ -939,17 +951,22 @@ class Worker:
         running: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(parallel) if parallel > 1 else None
         batch_ids: set[str] = set()
-        held, checked = False, time.monotonic()
+        held, checked, rest = False, time.monotonic(), None
         try:
-            for (entry_id, fields), flag in zip(entries, flags, strict=True):
-                if parallel == 1 and time.monotonic() - checked > _PAUSE_CHECK_S:
+            for index, ((entry_id, fields), flag) in enumerate(zip(entries, flags, strict=True)):
+                if slots is None and time.monotonic() - checked > _PAUSE_CHECK_S:
                     # As in the core, a pause lets the running turn complete and starts no
                     # other: after slow turns, look at the flag between two turns of a batch
                     # (the rest stay pending, for the next owner). Fast turns need no look.
-                    checked = time.monotonic()
+                    # Otherwise commit what ran, so that callers of slow turns do not wait
+                    # for a whole batch, and run the rest as the next batch.
                     if await self._is_paused(agent):
                         held = True
                         break
+                    if not pending:
+                        rest = index
+                        break
+                    checked = time.monotonic()
                 ops["ack"].append(entry_id)
                 turn_id = fields.get(b"id", b"").decode(errors="replace")
                 if flag == b"d" or turn_id in batch_ids:
@@ -979,7 +996,8 @@ class Worker:
                 task.cancel()
             _effects.reset(token)
         ops.update(self._commit_ops(agent, effects))
-        return _Batch(ops, replies, effects, held, entries[-1][0], pending)
+        left = None if rest is None else _Next(0, entries[rest:], flags[rest:])
+        return _Batch(ops, replies, effects, held, entries[-1][0], pending, left)
 
     async def _commit_batch(self, agent: str, owner: str, batch: _Batch) -> _Next | None:
         """Commit a batch; the next batch (read in the same round trip), or None when the
@@ -991,9 +1009,9 @@ class Worker:
             batch.held,
             batch.pending,
         )
-        if self._stopping.is_set() or held:  # no new turns: commit only
+        if self._stopping.is_set() or held or batch.rest:  # commit only
             committed = await self.transport.commit(agent, owner, ops, replies)
-            after = _Next(status=-2) if held else _Next(read=False)
+            after = _Next(status=-2) if held else batch.rest or _Next(read=False)
         elif not effects.outbox and not pending and self._lingers():
             # keep the lease and wait for the next turn in the commit's round trip
             self._lingering.add(agent)

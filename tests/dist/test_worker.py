@@ -125,6 +125,20 @@ async def test_a_pause_during_a_batch_lets_only_the_running_turn_finish(
     assert await store.lrange(app_key("held"), 0, -1) == ["0", "1", "2", "3"]
 
 
+async def test_a_slow_turns_result_does_not_wait_for_the_rest_of_its_batch(
+    client: Client,
+) -> None:
+    await client.pause("alpha")  # so the four turns are read as one batch
+    ids = [
+        await client.send("alpha", "slow", kwargs={"seconds": 0.3}, reply=True) for _ in range(4)
+    ]
+    await client.resume("alpha")
+    assert [v async for v in client.results("alpha", ids[0])] == []  # the first one ended
+    last = client.transport.keys.reply("alpha", ids[-1])
+    assert await client.transport.redis.xlen(last) == 0  # while the last had not yet run
+    assert [v async for v in client.results("alpha", ids[-1])] == []
+
+
 # -- cleanup and hooks ------------------------------------------------------------------
 
 
