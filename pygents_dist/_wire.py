@@ -34,7 +34,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 
@@ -191,6 +191,9 @@ def encode_turn(
     return data
 
 
+_NUMBERS = (int, float)
+
+
 def _depth_ok(value: Any, limit: int) -> bool:
     """Whether no list or map in ``value`` is nested ``limit`` levels deep (only containers
     are visited: the walk costs nothing per scalar)."""
@@ -235,15 +238,55 @@ def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
         )
     except Exception as exc:
         raise WireError(DeadLetterReason.UNDECODABLE, f"not valid msgpack: {exc}") from None
-    if not isinstance(envelope, dict):
+    if type(envelope) is not dict:
         raise WireError(DeadLetterReason.UNDECODABLE, "the message is not a msgpack map")
-    if envelope.get("v") != WIRE_VERSION:
+    get: Any = envelope.get  # values are checked below, by type
+    if get("v") != WIRE_VERSION:
         raise WireError(
             DeadLetterReason.UNDECODABLE,
-            f"unsupported wire version {envelope.get('v')!r} (this worker reads {WIRE_VERSION})",
+            f"unsupported wire version {get('v')!r} (this worker reads {WIRE_VERSION})",
         )
-    if not _depth_ok(envelope, limits.max_depth + 2):
+    turn_id, agent, tool = get("id"), get("agent"), get("tool")
+    args, kwargs, timeout = get("args"), get("kwargs"), get("timeout")
+    hooks, tags, ts, trace = get("hooks") or {}, get("tags") or [], get("ts") or 0.0, get("trace")
+    # One test of the common shape; a message that fails it is looked at field by field,
+    # for an error that names the field.
+    if not (
+        type(turn_id) is str
+        and type(agent) is str
+        and type(tool) is str
+        and type(args) is list
+        and type(kwargs) is dict
+        and type(timeout) in _NUMBERS
+        and type(ts) in _NUMBERS
+        and type(tags) is list
+        and type(hooks) is dict
+        and 0 < timeout < 1e9
+    ):
+        _explain(envelope)
+    # Only the arguments can nest: tags and hooks are checked flat below.
+    depth = limits.max_depth + 1
+    if (args and not _depth_ok(args, depth)) or (kwargs and not _depth_ok(kwargs, depth)):
         raise WireError(DeadLetterReason.UNDECODABLE, f"nested deeper than {limits.max_depth}")
+    if (tags and not _strings(tags)) or (hooks and not all(map(_strings, hooks.values()))):
+        _explain(envelope)
+    return TurnMessage(
+        turn_id,
+        agent,
+        tool,
+        args,
+        kwargs,
+        float(timeout),
+        tags,
+        hooks,
+        bool(get("reply", False)),
+        float(ts),
+        trace if type(trace) is str else None,
+    )
+
+
+def _explain(envelope: dict[str, Any]) -> NoReturn:
+    """Raise the ``WireError`` that names what is wrong in a turn envelope."""
     hooks = envelope.get("hooks") or {}
     if not isinstance(hooks, dict) or not all(_strings(names) for names in hooks.values()):
         raise WireError(DeadLetterReason.UNDECODABLE, "field 'hooks' is not a map of name arrays")
@@ -253,23 +296,13 @@ def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
     ts = envelope.get("ts") or 0.0
     if not isinstance(ts, int | float) or isinstance(ts, bool):
         raise WireError(DeadLetterReason.UNDECODABLE, f"field 'ts' is not a number: {ts!r}")
-    trace = envelope.get("trace")
     timeout = _field(envelope, "timeout", (int, float))
     if not 0 < timeout < 1e9:
         raise WireError(DeadLetterReason.UNDECODABLE, f"timeout {timeout!r} is not positive")
-    return TurnMessage(
-        id=_field(envelope, "id", str),
-        agent=_field(envelope, "agent", str),
-        tool=_field(envelope, "tool", str),
-        args=_field(envelope, "args", list),
-        kwargs=_field(envelope, "kwargs", dict),
-        timeout=float(timeout),
-        tags=tags,
-        hooks=hooks,
-        reply=bool(envelope.get("reply", False)),
-        ts=float(ts),
-        trace=trace if isinstance(trace, str) else None,
-    )
+    for name, kind in (("id", str), ("agent", str), ("tool", str), ("args", list)):
+        _field(envelope, name, kind)
+    _field(envelope, "kwargs", dict)
+    raise WireError(DeadLetterReason.UNDECODABLE, "the message is not a turn envelope")
 
 
 def _to_plain(value: Any) -> Any:
