@@ -39,6 +39,8 @@ to every peer.
 
 Options::
 
+    --repeat N          rounds of the raw bound and pygents_dist (default 3); each row is its
+                        median round, with the spread of the rounds in its note (peers run once)
     --skip-peers        only the raw bound and pygents_dist
     --quick             smaller counts (a smoke run)
     --json PATH         also write every measurement as JSON
@@ -168,6 +170,28 @@ def result(
         row["worker_cpu_1k"] = cpu.worker_s / n * 1000
         row["redis_cpu_1k"] = cpu.redis_s / n * 1000
     return row
+
+
+def medians(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per measurement (by name, in first-run order), the row of its median run: the median
+    p50 for latency rows, the median rate otherwise; the note gives the spread of the runs."""
+    if len(runs) <= 1:
+        return runs[0] if runs else []
+    out = []
+    for first in runs[0]:
+        same = [row for run in runs for row in run if row["name"] == first["name"]]
+        latency = "p50_ms" in first
+
+        def figure(row: dict[str, Any], latency: bool = latency) -> float:
+            return float(row["p50_ms"] if latency else row.get("rate", 0.0))
+
+        same.sort(key=figure)
+        row = dict(same[len(same) // 2])
+        low, high = figure(same[0]), figure(same[-1])
+        spread = f"p50 {low:.3f}..{high:.3f} ms" if latency else f"{low:,.0f}..{high:,.0f}/s"
+        row["note"] = "; ".join(filter(None, [row.get("note"), f"median of {len(same)}: {spread}"]))
+        out.append(row)
+    return out
 
 
 def log(message: str) -> None:
@@ -977,6 +1001,7 @@ def report(rows: list[dict[str, Any]], problems: dict[str, str], peers: list[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--only", default="raw,pygents,taskiq,streaq,arq")
@@ -1021,19 +1046,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with RedisServer() as server:
         log(f"private redis-server at {server.url} (pid {server.pid})")
-        if "raw" in only:
-            rows += run_loop(bench_raw(server.url, server.pid, ns.raw_count, ns.calls))
-        if "pygents" in only:
-            rows += run_loop(
-                bench_pygents(
-                    server.url,
-                    server.pid,
-                    ns.turns,
-                    ns.calls,
-                    ns.agents,
-                    shlex.split(ns.worker_args),
+        # The raw bound and pygents_dist run ``--repeat`` times, interleaved, and each row
+        # reports its median run (shared machines are noisy; one unlucky run says little).
+        raw_runs: list[list[dict[str, Any]]] = []
+        pygents_runs: list[list[dict[str, Any]]] = []
+        for round_no in range(ns.repeat):
+            if ns.repeat > 1:
+                log(f"round {round_no + 1} of {ns.repeat}")
+            if "raw" in only:
+                raw_runs.append(run_loop(bench_raw(server.url, server.pid, ns.raw_count, ns.calls)))
+            if "pygents" in only:
+                args = shlex.split(ns.worker_args)
+                pygents_runs.append(
+                    run_loop(
+                        bench_pygents(server.url, server.pid, ns.turns, ns.calls, ns.agents, args)
+                    )
                 )
-            )
+        rows += medians(raw_runs) + medians(pygents_runs)
         if peers:
             peer_rows, problems = bench_peers(server.url, server.pid, peers, ns.turns, ns.calls)
             rows += peer_rows

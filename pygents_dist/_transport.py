@@ -38,7 +38,7 @@ __all__ = ["Entry", "Transport"]
 T = TypeVar("T")
 #: A stream entry: (entry id, {field: value}) with bytes throughout.
 type Entry = tuple[bytes, dict[bytes, bytes]]
-_SCRIPTS = ("renew", "release", "fetch", "commit", "take", "signal", "take_many")
+_SCRIPTS = ("renew", "release", "fetch", "commit", "take", "signal", "take_many", "send")
 _READY_CAP = 100_000
 #: Script calls of many agents sent in one pipeline, and such pipelines in flight at once.
 _BATCH_MAX = 128
@@ -395,11 +395,19 @@ class Transport:
         entries and returns them. Agents that have an owner are not signalled: their owner
         reads the new turns before it gives the agent up (``lua/signal.lua``).
         """
+        by_agent: dict[str, list[Any]] = {}
+        for agent, turn_id, data, signature in turns:
+            by_agent.setdefault(agent, []).extend((turn_id, data, signature))
+        keys: list[str] = [self.keys.ready]
+        args: list[Any] = [_READY_CAP]
+        for agent, parts in by_agent.items():
+            keys += self._agent_keys(agent)[:2]  # turns, owner
+            args += (agent, len(parts) // 3, *parts)
+        # EVAL, not EVALSHA: a send must never find its script missing (after a Redis
+        # restart) while its pipeline already waits for a reply.
         commands: list[tuple[Any, ...]] = [
-            _turn_xadd(self.keys.turns(agent), turn_id, data, signature)
-            for agent, turn_id, data, signature in turns
+            ("EVAL", self._scripts["send"].script, len(keys), *keys, *args)
         ]
-        commands.append(self._signal_unowned(dict.fromkeys(t[0] for t in turns)))
         if wait is not None:
             commands.append(("XREAD", "COUNT", 500, "BLOCK", 2_000, "STREAMS", wait, "0-0"))
         results = await self._checked(commands, "send", 0 if wait is None else 2_000)

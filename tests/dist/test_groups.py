@@ -50,6 +50,18 @@ async def grouped(client: Client, at_least: int) -> int:
     return await eventually(count, f"{at_least} agents taken in groups")
 
 
+async def served_in_groups(
+    start: StartWorker, client: Client, sends: list[tuple[str, str, dict[str, Any]]]
+) -> dict[str, dict[str, list[int]]]:
+    """Queue ``sends`` while no worker runs, start one, wait until most agents went through
+    groups and every agent is drained and let go; then each agent's ``report``."""
+    await queue_while_stopped(start, client, sends)
+    start_crowd(start)
+    await grouped(client, CROWD // 2)
+    await eventually(lambda: drained(client, NAMES), "every agent drained and let go")
+    return {a: await client.call(a, "report", kwargs={"agent": a}) for a in NAMES}
+
+
 async def drained(client: Client, names: list[str]) -> bool:
     owners = [client.transport.keys.owner(n) for n in names]
     if await client.transport.redis.exists(*owners):
@@ -61,13 +73,9 @@ async def test_agents_taken_together_run_their_turns_in_order_and_keep_their_con
     start: StartWorker, client: Client
 ) -> None:
     sends = [(a, "tally", {"agent": a, "i": i}) for i in range(4) for a in NAMES]
-    await queue_while_stopped(start, client, sends)
-    start_crowd(start)
-    await grouped(client, CROWD // 2)
-    await eventually(lambda: drained(client, NAMES), "every agent drained and let go")
+    reports = await served_in_groups(start, client, sends)
     for agent in NAMES:
-        got = await client.call(agent, "report", kwargs={"agent": agent})
-        assert got == {"seen": [0, 1, 2, 3], "queue": [0, 1, 2, 3]}, agent
+        assert reports[agent] == {"seen": [0, 1, 2, 3], "queue": [0, 1, 2, 3]}, agent
 
 
 async def test_follow_ups_and_sends_from_a_group_are_delivered(
@@ -75,14 +83,10 @@ async def test_follow_ups_and_sends_from_a_group_are_delivered(
 ) -> None:
     ring = {a: NAMES[(i + 1) % CROWD] for i, a in enumerate(NAMES)}
     sends = [(a, "hop", {"agent": a, "target": ring[a], "i": 7}) for a in NAMES]
-    await queue_while_stopped(start, client, sends)
-    start_crowd(start)
-    await grouped(client, CROWD // 2)
-    await eventually(lambda: drained(client, NAMES), "follow-ups and sends run")
+    reports = await served_in_groups(start, client, sends)
     for agent in NAMES:
         # its own follow-up, and the send of the agent before it in the ring
-        got = await client.call(agent, "report", kwargs={"agent": agent})
-        assert got["seen"] == [7, 7], agent
+        assert reports[agent]["seen"] == [7, 7], agent
     assert await client.transport.redis.xlen(client.transport.keys.outbox(NAMES[0])) == 0
 
 

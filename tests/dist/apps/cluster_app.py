@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as aioredis
+from app_store import app_key, store
 
 from pygents import (
     Agent,
@@ -28,21 +28,6 @@ from pygents import (
     hook,
     tool,
 )
-
-_store: aioredis.Redis | None = None
-
-
-def store() -> aioredis.Redis:
-    """This process's Redis client (made on first use, in the worker's event loop)."""
-    global _store
-    if _store is None:
-        _store = aioredis.Redis.from_url(os.environ["PYGENTS_REDIS_URL"])
-    return _store
-
-
-def app_key(name: str) -> str:
-    """A key of the test's own, beside the runtime's keys."""
-    return f"{os.environ['PYGENTS_KEY_PREFIX']}:app:{name}"
 
 
 async def wait_for_key(name: str) -> None:

@@ -8,24 +8,9 @@ from __future__ import annotations
 
 import os
 
-import redis.asyncio as aioredis
+from app_store import app_key, store
 
 from pygents import Agent, AgentRegistry, ContextItem, Turn, tool
-
-_store: aioredis.Redis | None = None
-
-
-def store() -> aioredis.Redis:
-    """This process's Redis client (made on first use, in the worker's event loop)."""
-    global _store
-    if _store is None:
-        _store = aioredis.Redis.from_url(os.environ["PYGENTS_REDIS_URL"])
-    return _store
-
-
-def app_key(name: str) -> str:
-    """A key of the test's own, beside the runtime's keys."""
-    return f"{os.environ['PYGENTS_KEY_PREFIX']}:app:{name}"
 
 
 @tool
