@@ -182,6 +182,31 @@ class Client:
             await self.transport.send_turns(batch[start : start + 1000])
         return [b[1] for b in batch]
 
+    async def send_batch(
+        self, turns: Sequence[tuple[str, str, Mapping[str, Any]]], *, timeout: float = 60.0
+    ) -> list[str]:
+        """Queue turns ``(agent, tool, kwargs)`` for any number of agents, 1,000 per round
+        trip (one script call each); their ids, in order. For a service that fans work out
+        to many agents: per turn it costs what ``send_many`` does for one agent.
+
+        Example::
+
+            ids = await client.send_batch([("a1", "fetch", {"url": u1}), ("a2", "fetch", {})])
+
+        Raises the errors of ``send``. An unknown agent or an argument that cannot be sent
+        raises before anything is sent; a connection lost midway leaves the round trips
+        before it sent.
+        """
+        for agent in dict.fromkeys(agent for agent, _tool, _kwargs in turns):
+            await self._check_agent(agent)
+        batch = []
+        for agent, tool, kwargs in turns:
+            turn_id, data, signature = self._envelope(agent, tool, (), kwargs, timeout, False, None)
+            batch.append((agent, turn_id, data, signature))
+        for start in range(0, len(batch), 1000):
+            await self.transport.send_turns(batch[start : start + 1000])
+        return [b[1] for b in batch]
+
     async def call(
         self,
         agent: str,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pygents_dist import Client
+from pygents_dist import Client, PayloadError, UnknownAgentError
 from pygents_dist._wire import unpack
 from pygents_dist.testing import WorkerProcess
 from tests.dist.conftest import StartWorker
@@ -133,3 +133,21 @@ async def _ended(client: Client, agent: str, turn_id: str) -> bool:
         return any(fields.get(b"k") == b"e" for _id, fields in entries)
 
     return await eventually(end, f"turn {turn_id} to end")
+
+
+async def test_send_batch_reaches_every_agent_and_refuses_bad_input_first(
+    start: StartWorker, client: Client
+) -> None:
+    start_crowd(start)
+    with pytest.raises(UnknownAgentError):
+        await client.send_batch([(NAMES[0], "tally", {"agent": NAMES[0], "i": 0}), ("x", "t", {})])
+    with pytest.raises(PayloadError, match="kwargs"):
+        await client.send_batch([(NAMES[1], "tally", {"agent": NAMES[1], "i": object()})])
+    # nothing of either batch was sent
+    assert [await stream_length(client, a) for a in NAMES[:2]] == [0, 0]
+    ids = await client.send_batch([(a, "tally", {"agent": a, "i": i}) for a in NAMES for i in (1, 2)])
+    assert len(set(ids)) == 2 * CROWD
+    await eventually(lambda: drained(client, NAMES), "every agent drained and let go")
+    for agent in NAMES:
+        got = await client.call(agent, "report", kwargs={"agent": agent})
+        assert got["seen"] == [1, 2], agent
