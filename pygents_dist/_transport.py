@@ -420,18 +420,14 @@ class Transport:
         keys = [self.keys.ready, *(self.keys.owner(a) for a in names)]
         return ("EVAL", self._scripts["signal"].script, len(keys), *keys, _READY_CAP, *names)
 
-    async def signal(self, agents: Iterable[str], *, owned_too: bool = True) -> None:
-        """Announce that ``agents`` have work (with ``owned_too=False``, only those nobody
-        owns: an owner reads new turns itself)."""
+    async def signal(self, agents: Iterable[str]) -> None:
+        """Announce that ``agents`` have work, owned or not (resume and shutdown: an owner
+        may be about to let go without looking at the stream again)."""
+        ready = self.keys.ready
         names = list(agents)
-        if not names:
-            return
-        if owned_too:
-            ready = self.keys.ready
+        if names:
             commands = [("XADD", ready, "MAXLEN", "~", _READY_CAP, "*", "a", a) for a in names]
-        else:
-            commands = [self._signal_unowned(names)]
-        await self._checked(commands, "signal")
+            await self._checked(commands, "signal")
 
     async def last_signal_id(self) -> bytes:
         """The id of the newest signal (read from there to see only new ones)."""

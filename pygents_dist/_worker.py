@@ -259,6 +259,15 @@ class _Router:
             effects.outbox.append([agent_name, turn_id, data, signature])
 
 
+def _seen(entries: list[Entry], flags: list[bytes], start: int, seen: set[str]) -> list[bytes]:
+    """The flags of ``entries[start:]``, marking as committed ('d') the copies of turns the
+    part before ``start`` ran: their flags were read before that part committed."""
+    return [
+        b"d" if fields.get(b"id", b"").decode(errors="replace") in seen else flag
+        for (_entry_id, fields), flag in zip(entries[start:], flags[start:], strict=True)
+    ]
+
+
 def _releasing(slots: asyncio.Semaphore) -> Callable[[asyncio.Task[None]], None]:
     return lambda _task: slots.release()
 
@@ -996,7 +1005,11 @@ class Worker:
                 task.cancel()
             _effects.reset(token)
         ops.update(self._commit_ops(agent, effects))
-        left = None if rest is None else _Next(0, entries[rest:], flags[rest:])
+        left = (
+            None
+            if rest is None
+            else _Next(0, entries[rest:], _seen(entries, flags, rest, batch_ids))
+        )
         return _Batch(ops, replies, effects, held, entries[-1][0], pending, left)
 
     async def _commit_batch(self, agent: str, owner: str, batch: _Batch) -> _Next | None:

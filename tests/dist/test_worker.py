@@ -125,6 +125,20 @@ async def test_a_pause_during_a_batch_lets_only_the_running_turn_finish(
     assert await store.lrange(app_key("held"), 0, -1) == ["0", "1", "2", "3"]
 
 
+async def test_a_copy_read_with_a_long_batch_is_dropped_after_its_early_commit(
+    client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
+) -> None:
+    runs = app_key("runs:long")  # other tests of the module run `long` too
+    before = int(await store.get(runs) or 0)
+    await client.pause("alpha")  # so the turn and its copy are read as one batch
+    first = await client.send("alpha", "long", kwargs={"seconds": 0.2}, reply=True)
+    # a retried send: the copy is run after the batch commits what ran (the first copy)
+    await client.send("alpha", "long", kwargs={"seconds": 0.2}, reply=True, turn_id=first)
+    await client.resume("alpha")
+    assert await client.call("alpha", "add", kwargs={"a": 1, "b": 1}) == 2
+    assert int(await store.get(runs) or 0) == before + 1
+
+
 async def test_a_slow_turns_result_does_not_wait_for_the_rest_of_its_batch(
     client: Client,
 ) -> None:
