@@ -71,11 +71,13 @@ async def test_memory_returns_to_baseline_after_a_long_run(
     async with Client(url) as client, raw_redis(url) as r:
 
         async def settled() -> bool:
-            """Every stream drained and no committed-turn ids left (dedup window over)."""
+            """Every stream drained, every lease given up (a lingering agent keeps its own a
+            moment) and no committed-turn ids left (dedup window over)."""
             for agent in agents:
                 if await stream_state(r, keys, agent) != (0, 0):
                     return False
-            return not [k for k in await namespace_keys(r, key_prefix) if k.endswith(b":done")]
+            transient = (b":done", b":owner", b":owned")
+            return not [k for k in await namespace_keys(r, key_prefix) if k.endswith(transient)]
 
         async def used_memory() -> int:
             return int((await r.info("memory"))["used_memory"])
