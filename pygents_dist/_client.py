@@ -173,14 +173,7 @@ class Client:
         self, agent: str, tool: str, calls: Sequence[Mapping[str, Any]], *, timeout: float = 60.0
     ) -> list[str]:
         """Queue one turn per kwargs mapping in ``calls``, in one round trip; their ids."""
-        await self._check_agent(agent)
-        batch = []
-        for kwargs in calls:
-            turn_id, data, signature = self._envelope(agent, tool, (), kwargs, timeout, False, None)
-            batch.append((agent, turn_id, data, signature))
-        for start in range(0, len(batch), 1000):
-            await self.transport.send_turns(batch[start : start + 1000])
-        return [b[1] for b in batch]
+        return await self.send_batch([(agent, tool, kwargs) for kwargs in calls], timeout=timeout)
 
     async def send_batch(
         self, turns: Sequence[tuple[str, str, Mapping[str, Any]]], *, timeout: float = 60.0

@@ -38,7 +38,7 @@ __all__ = ["Entry", "Transport"]
 T = TypeVar("T")
 #: A stream entry: (entry id, {field: value}) with bytes throughout.
 type Entry = tuple[bytes, dict[bytes, bytes]]
-_SCRIPTS = ("renew", "release", "fetch", "commit", "take", "signal", "take_many", "send")
+_SCRIPTS = ("renew", "release", "fetch", "commit", "take", "take_many", "send")
 _READY_CAP = 100_000
 #: Script calls of many agents sent in one pipeline, and such pipelines in flight at once.
 _BATCH_MAX = 128
@@ -393,8 +393,20 @@ class Transport:
         One round trip for the whole batch. When this returns the turns are in Redis. With
         ``wait`` (a reply stream), the same round trip then waits up to 2 s for its first
         entries and returns them. Agents that have an owner are not signalled: their owner
-        reads the new turns before it gives the agent up (``lua/signal.lua``).
+        reads the new turns before it gives the agent up (``lua/send.lua``).
         """
+        commands = [self._send_command(turns)]
+        if wait is not None:
+            commands.append(("XREAD", "COUNT", 500, "BLOCK", 2_000, "STREAMS", wait, "0-0"))
+        results = await self._checked(commands, "send", 0 if wait is None else 2_000)
+        return _entries(results[-1][0][1]) if wait is not None and results[-1] else []
+
+    def _send_command(
+        self, turns: Sequence[tuple[str, str | bytes, bytes, bytes]]
+    ) -> tuple[Any, ...]:
+        """The ``lua/send.lua`` call appending ``turns`` and signalling their unowned agents.
+        EVAL, not EVALSHA: a send must never find its script missing (after a Redis restart)
+        while its pipeline already waits for a reply."""
         by_agent: dict[str, list[Any]] = {}
         for agent, turn_id, data, signature in turns:
             by_agent.setdefault(agent, []).extend((turn_id, data, signature))
@@ -403,22 +415,7 @@ class Transport:
         for agent, parts in by_agent.items():
             keys += self._agent_keys(agent)[:2]  # turns, owner
             args += (agent, len(parts) // 3, *parts)
-        # EVAL, not EVALSHA: a send must never find its script missing (after a Redis
-        # restart) while its pipeline already waits for a reply.
-        commands: list[tuple[Any, ...]] = [
-            ("EVAL", self._scripts["send"].script, len(keys), *keys, *args)
-        ]
-        if wait is not None:
-            commands.append(("XREAD", "COUNT", 500, "BLOCK", 2_000, "STREAMS", wait, "0-0"))
-        results = await self._checked(commands, "send", 0 if wait is None else 2_000)
-        return _entries(results[-1][0][1]) if wait is not None and results[-1] else []
-
-    def _signal_unowned(self, agents: Iterable[str]) -> tuple[Any, ...]:
-        # EVAL, not EVALSHA: the script is short, and a send must never find it missing
-        # (after a Redis restart) while its pipeline already waits for a reply.
-        names = list(agents)
-        keys = [self.keys.ready, *(self.keys.owner(a) for a in names)]
-        return ("EVAL", self._scripts["signal"].script, len(keys), *keys, _READY_CAP, *names)
+        return ("EVAL", self._scripts["send"].script, len(keys), *keys, *args)
 
     async def signal(self, agents: Iterable[str]) -> None:
         """Announce that ``agents`` have work, owned or not (resume and shutdown: an owner
@@ -485,10 +482,9 @@ class Transport:
         self, agent: str, owner: str, consumer: str, count: int, pending: bool
     ) -> tuple[int, list[Entry], list[bytes]]:
         """``(status, entries, flags)`` of the next batch; see ``lua/fetch.lua``."""
-        k = self.keys
         got = await self._script(
             "fetch",
-            [k.turns(agent), k.owner(agent), k.state(agent), k.done(agent), k.cancel(agent)],
+            self._fetch_keys(agent),
             [owner, GROUP, consumer, count, "0" if pending else ">"],
         )
         if got[0] != 0:
@@ -514,15 +510,22 @@ class Transport:
             )
         return keys
 
-    def _commit_keys(self, agent: str, replies: list[str]) -> list[str]:
-        """KEYS of ``lua/commit.lua``: the agent's keys, then its reply streams."""
-        return [*self._agent_keys(agent), *replies]
+    def _fetch_keys(self, agent: str) -> list[str]:
+        """KEYS of ``lua/fetch.lua``: turns, owner, state, done, cancel."""
+        turns, owner, state, _outbox, done, cancel = self._agent_keys(agent)
+        return [turns, owner, state, done, cancel]
+
+    def _commit_call(
+        self, agent: str, owner: str, ops: dict[str, Any], replies: list[str]
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of ``lua/commit.lua``: the agent's keys, then its reply streams;
+        the owner value and the packed ops."""
+        ops["g"] = GROUP
+        return [*self._agent_keys(agent), *replies], [owner, pack_for_lua(ops)]
 
     async def commit(self, agent: str, owner: str, ops: dict[str, Any], replies: list[str]) -> bool:
         """Apply a batch's effects atomically (``lua/commit.lua``); False if fenced out."""
-        keys = self._commit_keys(agent, replies)
-        ops["g"] = GROUP
-        return bool(await self._script("commit", keys, [owner, pack_for_lua(ops)]))
+        return bool(await self._script("commit", *self._commit_call(agent, owner, ops, replies)))
 
     async def take(
         self,
@@ -580,10 +583,9 @@ class Transport:
         keys: list[str] = []
         args: list[Any] = [len(commits)]
         for agent, owner, ops, replies, release in commits:
-            commit_keys = self._commit_keys(agent, replies)
-            ops["g"] = GROUP
+            commit_keys, (_owner, packed) = self._commit_call(agent, owner, ops, replies)
             keys.extend(commit_keys)
-            args.extend((len(commit_keys), int(release), owner, pack_for_lua(ops)))
+            args.extend((len(commit_keys), int(release), owner, packed))
         got = await self._script("commit_many", keys, args)
         return [(bool(done), int(left), bool(released)) for done, left, released in got]
 
@@ -604,19 +606,9 @@ class Transport:
         ``(committed, status, entries, flags, released)`` (status as ``fetch``; a batch that
         was not committed reads nothing: the lease is not ours).
         """
-        k = self.keys
-        commit_keys = self._commit_keys(agent, replies)
-        ops["g"] = GROUP
-        fetch_keys = [
-            k.turns(agent),
-            k.owner(agent),
-            k.state(agent),
-            k.done(agent),
-            k.cancel(agent),
-        ]
+        commit_keys, commit_args = self._commit_call(agent, owner, ops, replies)
         fetch_args = [owner, GROUP, consumer, count, "0" if pending else ">", int(release)]
-        commit_args = [owner, pack_for_lua(ops)]
-        keys = [*commit_keys, *fetch_keys]
+        keys = [*commit_keys, *self._fetch_keys(agent)]
         args = [len(commit_keys), len(commit_args), *commit_args, *fetch_args]
         ((done, got),) = await self._batched([("commit_fetch", keys, args)])
         if got[0] != 0:
@@ -639,16 +631,13 @@ class Transport:
         caller learns the commit's outcome when the wait ends; the turns' callers learn it
         from their reply streams at once). Returns ``(committed, status, entries, flags,
         released, newest id seen)``; a batch that was not committed reads nothing."""
-        k = self.keys
-        commit_keys = self._commit_keys(agent, replies)
-        ops["g"] = GROUP
-        commit_args = [owner, pack_for_lua(ops)]
-        keys = [k.turns(agent), k.owner(agent), k.state(agent), k.done(agent), k.cancel(agent)]
+        commit_keys, commit_args = self._commit_call(agent, owner, ops, replies)
+        keys = self._fetch_keys(agent)
         args = [owner, GROUP, consumer, count, ">", int(release)]
         done, woke, got = await self._fast.execute(
             [
                 self._evalsha("commit", commit_keys, commit_args),
-                _wait_newer(k.turns(agent), after, block_ms),
+                _wait_newer(keys[0], after, block_ms),
                 self._evalsha("fetch", keys, args),
             ],
             "commit",
@@ -674,11 +663,10 @@ class Transport:
         (``XREAD``, which delivers nothing), then ``fetch`` in the same round trip: Redis runs
         the fetch as soon as the wait ends. Returns fetch's ``(status, entries, flags,
         released)`` and the newest id the wait saw (``after`` if none)."""
-        k = self.keys
-        keys = [k.turns(agent), k.owner(agent), k.state(agent), k.done(agent), k.cancel(agent)]
+        keys = self._fetch_keys(agent)
         args = [owner, GROUP, consumer, count, ">", int(release)]
         woke, got = await self._fast.execute(
-            [_wait_newer(k.turns(agent), after, block_ms), self._evalsha("fetch", keys, args)],
+            [_wait_newer(keys[0], after, block_ms), self._evalsha("fetch", keys, args)],
             "linger",
             block_ms,
         )
@@ -734,15 +722,10 @@ class Transport:
         raw = await self._call(self.redis.xrange(outbox, count=500), "relay")
         if not raw:
             return []
-        targets = [f[b"a"].decode() for _entry_id, f in raw]
-        commands: list[tuple[Any, ...]] = [
-            _turn_xadd(self.keys.turns(target), f[b"id"], f[b"m"], f.get(b"s", b""))
-            for target, (_entry_id, f) in zip(targets, raw, strict=True)
-        ]
-        commands.append(self._signal_unowned(dict.fromkeys(targets)))
-        await self._checked(commands, "relay")
+        sends = [(f[b"a"].decode(), f[b"id"], f[b"m"], f.get(b"s", b"")) for _id, f in raw]
+        await self._checked([self._send_command(sends)], "relay")
         await self._call(self.redis.xdel(outbox, *[e[0] for e in raw]), "relay")
-        return targets
+        return [target for target, *_rest in sends]
 
     async def dead_letter(self, fields: dict[bytes, bytes | str | int | float]) -> None:
         """Append one entry to the dead-letter stream."""
@@ -877,24 +860,19 @@ class Transport:
         done), so the replayed turns run. Not atomic across agents: a crash in between leaves
         a letter that was already requeued, and replaying it again runs it again.
         """
-        commands: list[tuple[Any, ...]] = []
-        for _entry_id, agent, turn_id, data, signature in letters:
-            if turn_id:
-                commands.append(("ZREM", self.keys.done(agent), turn_id))
-            commands.append(_turn_xadd(self.keys.turns(agent), turn_id, data, signature))
-        commands.append(self._signal_unowned(dict.fromkeys(letter[1] for letter in letters)))
+        commands: list[tuple[Any, ...]] = [
+            ("ZREM", self.keys.done(agent), turn_id)
+            for _entry_id, agent, turn_id, _data, _signature in letters
+            if turn_id
+        ]
+        sends = [(agent, turn_id, data, sig) for _id, agent, turn_id, data, sig in letters]
+        commands.append(self._send_command(sends))
         await self._checked(commands, "replay")
         await self.delete_dead([letter[0] for letter in letters])
 
     async def run(self, fn: Callable[[Any], Awaitable[T]], what: str) -> T:
         """Run an ad-hoc operation on the client with this layer's error mapping."""
         return await self._call(fn(self.redis), what)
-
-
-def _turn_xadd(stream: str, turn_id: str | bytes, data: bytes, signature: bytes) -> tuple[Any, ...]:
-    if signature:
-        return ("XADD", stream, "*", "id", turn_id, "m", data, "s", signature)
-    return ("XADD", stream, "*", "id", turn_id, "m", data)
 
 
 def _decode(value: Any) -> Any:

@@ -623,9 +623,15 @@ class Worker:
             self._slots.release()
         return names
 
-    def _spawn(self, agent: str, work: Coroutine[Any, Any, None]) -> None:
-        """Serve ``agent`` in a task of its own; ``work`` owns one slot and frees it."""
-        task = asyncio.create_task(self._serve(agent, work), name=f"agent {agent}")
+    def _spawn(
+        self,
+        agent: str,
+        work: Coroutine[Any, Any, None],
+        context: contextvars.Context | None = None,
+    ) -> None:
+        """Serve ``agent`` in a task of its own (in ``context``, for work begun inline);
+        ``work`` owns one slot and frees it."""
+        task = asyncio.create_task(self._serve(agent, work), name=f"agent {agent}", context=context)
         self._active[agent] = task
         task.add_done_callback(functools.partial(self._served, agent))
 
@@ -754,13 +760,7 @@ class Worker:
             self._again.add(agent)
             self._spawn(agent, self._let_go(agent, taken.owner, -1, False))
             return None
-        task = asyncio.create_task(
-            self._serve(agent, self._go_on(agent, taken.owner, Resumed(work, waiting), False)),
-            name=f"agent {agent}",
-            context=context,
-        )
-        self._active[agent] = task
-        task.add_done_callback(functools.partial(self._served, agent))
+        self._spawn(agent, self._go_on(agent, taken.owner, Resumed(work, waiting), False), context)
         return None
 
     async def _commit_group(self, done: list[tuple[str, str, _Batch]]) -> None:
