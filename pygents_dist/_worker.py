@@ -508,12 +508,16 @@ class Worker:
         for agent, ok in renewed.items():
             if not ok and self._leases.get(agent) == leases[agent]:  # not given up meanwhile
                 _log.error("lost the lease of agent %s", agent, extra={"agent": agent})
-        self._owned_recorded.update(a for a in leases if a in self._taken_at)  # renew wrote them
+        # Renew wrote every one of them, also those given up during its round trip: the
+        # owned loop removes whatever is no longer held.
+        self._owned_recorded.update(leases)
         for agent in await transport.expired_owners():
             if agent in self.agents:
                 # Its stale entry is in the set: remove it once we have served the agent.
                 self._owned_recorded.add(agent)
                 self._schedule(agent)
+        if self._owned_recorded:
+            self._watch_owned()
         await self._scan(self._scan_slice(round_no))
         if self.settings.metrics_port is not None:
             await self._refresh_depths()
@@ -895,6 +899,10 @@ class Worker:
             self._taken_at[agent] = time.monotonic()
         else:
             self._taken_at.pop(agent, None)
+        self._watch_owned()
+
+    def _watch_owned(self) -> None:
+        """Run the loop that writes held leases to the ``owned`` set and removes the rest."""
         if self._owned_loop is None:
             self._owned_loop = asyncio.create_task(self._record_owned(), name="owned")
 
