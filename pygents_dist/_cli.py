@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import os
 import signal
@@ -226,6 +227,10 @@ async def _serve(worker: Worker) -> None:
         loop.add_signal_handler(sig, worker.stop)
 
     def ready(worker_id: str) -> None:
+        # Everything loaded so far (the agents, their tools, the registries) lives as long as
+        # the process: keep it out of the collector's full passes. With 10,000 agents a
+        # full pass otherwise costs ~100 ms whenever enough turns' objects have aged.
+        gc.freeze()
         print(f"READY {worker_id}", flush=True)
 
     try:

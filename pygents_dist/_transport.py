@@ -422,8 +422,11 @@ class Transport:
         may be about to let go without looking at the stream again)."""
         ready = self.keys.ready
         names = list(agents)
-        if names:
-            commands = [("XADD", ready, "MAXLEN", "~", _READY_CAP, "*", "a", a) for a in names]
+        commands = [
+            ("XADD", ready, "MAXLEN", "~", _READY_CAP, "*", "as", " ".join(names[i : i + 1000]))
+            for i in range(0, len(names), 1000)
+        ]
+        if commands:
             await self._checked(commands, "signal")
 
     async def last_signal_id(self) -> bytes:

@@ -48,6 +48,7 @@ import socket
 import time
 import traceback
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, NamedTuple
 
@@ -178,6 +179,14 @@ class _Next(NamedTuple):
     lingered_ms: int = 0
 
 
+def _signalled(fields: dict[bytes, bytes]) -> list[str]:
+    """The agents a ready signal names: one (``a``), or several, space-separated (``as``)."""
+    one = fields.get(b"a")
+    if one is not None:
+        return [one.decode(errors="replace")]
+    return fields.get(b"as", b"").decode(errors="replace").split()
+
+
 class _Publisher:
     """Appends a streaming turn's values to its reply stream in order, without waiting a
     round trip per value: values produced while one write is in flight go in the next one.
@@ -306,6 +315,7 @@ class Worker:
         self._initial_context = {
             name: (a.context_queue.items, a.context_pool.items) for name, a in self.agents.items()
         }
+        self._starts_empty = {name for name, (q, p) in self._initial_context.items() if not q + p}
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.transport = Transport.from_url(
             settings.redis_url, namespace=settings.namespace, **settings.redis_options
@@ -313,14 +323,16 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._active: dict[str, asyncio.Task[None]] = {}
-        self._wanted: dict[str, None] = {}  # agents to take, in order (see _take_loop)
+        # Agents to take, in order (see _take_loop). An OrderedDict, as taking from the
+        # front of a plain dict rescans the deleted slots: quadratic for a burst of 10,000.
+        self._wanted: OrderedDict[str, None] = OrderedDict()
         self._taker: asyncio.Task[None] | None = None
         self._flights = asyncio.Semaphore(_GROUP_FLIGHTS)
         self._again: set[str] = set()
         self._leases: dict[str, str] = {}
         self._running_turn: dict[str, str] = {}
         self._cancel_requested: set[str] = set()
-        self._saved_context: dict[str, bytes] = {}
+        self._saved_context: dict[str, dict[str, bytes]] = {}  # agent: field: blob
         self._signals_from = b"$"
         self._signatures: dict[str, inspect.Signature] = {}
         self._argument_checks: dict[tuple[BaseTool, int, frozenset[str]], str | None] = {}
@@ -469,12 +481,12 @@ class Worker:
             news = False
             for entry_id, fields in entries:
                 self._signals_from = entry_id
-                name = fields.get(b"a", b"").decode(errors="replace")
-                if name in self.agents:
-                    # A lingering agent reads new turns itself (the signal only marks it to
-                    # be looked at again once its serve ends, in case it just gave up).
-                    news = news or name not in self._lingering
-                    self._schedule(name)
+                for name in _signalled(fields):
+                    if name in self.agents:
+                        # A lingering agent reads new turns itself (the signal only marks it
+                        # to be looked at again once its serve ends, in case it just gave up).
+                        news = news or name not in self._lingering
+                        self._schedule(name)
             if news:
                 await asyncio.sleep(0)  # let the agents just scheduled start before reading on
             elif entries:
@@ -613,8 +625,7 @@ class Worker:
                     break
                 await self._slots.acquire()  # free: does not wait
                 slot = True
-            agent = next(iter(self._wanted))
-            del self._wanted[agent]
+            agent = self._wanted.popitem(last=False)[0]
             if agent in self._active:
                 self._again.add(agent)
             elif self.settings.parallel.get(agent, 1) > 1:
@@ -1342,35 +1353,45 @@ class Worker:
         # With nothing committed in Redis the agent starts from the context its module gave
         # it, never from what this process last held (uncommitted, or another deployment's).
         served = self.agents[agent]
+        saved: dict[str, bytes] = {}
+        if queue_blob is None and pool_blob is None:
+            self._saved_context.pop(agent, None)
+            empty = not served.context_queue and not served.context_pool
+            if empty and agent in self._starts_empty:
+                return  # most agents: no context, nothing to rebuild
         queue, pool = self._initial_context[agent]
         if queue_blob is not None:
             queue = [ContextItem.from_dict(d) for d in _wire.unpack(queue_blob)]
-            self._saved_context[agent + ":q"] = queue_blob
-        else:
-            self._saved_context.pop(agent + ":q", None)
+            saved["queue"] = queue_blob
         if pool_blob is not None:
             pool = [ContextItem.from_dict(d) for d in _wire.unpack(pool_blob)]
-            self._saved_context[agent + ":p"] = pool_blob
-        else:
-            self._saved_context.pop(agent + ":p", None)
+            saved["pool"] = pool_blob
+        if saved:
+            self._saved_context[agent] = saved
         served.context_queue.items = queue
         served.context_pool._restore(pool)
 
     def _context_changes(self, agent: str) -> dict[str, bytes]:
+        """The context blobs that differ from what Redis holds (by field)."""
         served = self.agents[agent]
+        saved = self._saved_context.get(agent)
+        if saved is None:
+            if not served.context_queue and not served.context_pool:
+                return {}  # never had any: nothing to write
+            saved = self._saved_context[agent] = {}
         changes: dict[str, bytes] = {}
-        for suffix, field, items in (
-            (":q", "queue", served.context_queue.items),
-            (":p", "pool", served.context_pool.items),
+        for field, items in (
+            ("queue", served.context_queue.items),
+            ("pool", served.context_pool.items),
         ):
-            if not items and agent + suffix not in self._saved_context:
-                continue  # never had any: nothing to write
+            if not items and field not in saved:
+                continue
             try:
                 blob = _wire.encode_value([i.to_dict() for i in items], self.settings.limits)
             except PayloadError as exc:
                 _log.error("agent %s: context %s not saved: %s", agent, field, exc)
                 continue
-            if self._saved_context.get(agent + suffix) != blob:
+            if saved.get(field) != blob:
                 changes[field] = blob
-                self._saved_context[agent + suffix] = blob
+                saved[field] = blob
         return changes

@@ -7,8 +7,10 @@
 -- KEYS[1] ready stream, then per agent: its turns stream and owner key
 -- ARGV[1] ready stream cap, then per agent: its name and how many turns follow, then per
 --   turn: id, envelope, signature ('' for none)
--- Returns how many signals were written.
-local written, a = 0, 2
+-- The agents to wake share one signal entry (field "as": their names, space-separated), so
+-- a fan-out to thousands of agents writes one entry per call, not one per agent.
+-- Returns how many agents were signalled.
+local wake, a = {}, 2
 for k = 2, #KEYS, 2 do
   local name, count = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
@@ -20,9 +22,11 @@ for k = 2, #KEYS, 2 do
     end
     a = a + 3
   end
-  if redis.call('EXISTS', KEYS[k + 1]) == 0 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'a', name)
-    written = written + 1
-  end
+  if redis.call('EXISTS', KEYS[k + 1]) == 0 then wake[#wake + 1] = name end
 end
-return written
+if #wake == 1 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'a', wake[1])
+elseif #wake > 1 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'as', table.concat(wake, ' '))
+end
+return #wake

@@ -12,20 +12,23 @@
 -- #include flags.lua
 local function take(turns, owner, state, outbox, done, cancel)
   if redis.call('EXISTS', owner) == 1 then return {1} end
-  if redis.call('HEXISTS', state, 'paused') == 1 then return {2} end
+  local st = redis.call('HMGET', state, 'paused', 'queue', 'pool')
+  if st[1] then return {2} end
   if redis.call('XLEN', outbox) > 0 then return {4} end
-  if redis.call('XLEN', turns) == 0 then return {3} end
   local ok, summary = pcall(redis.call, 'XPENDING', turns, ARGV[3])
-  if not ok or summary[1] > 0 then return {4} end
+  if not ok then  -- no stream, or no group yet
+    if redis.call('XLEN', turns) == 0 then return {3} end
+    return {4}
+  end
+  if summary[1] > 0 then return {4} end
   local res = redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[1], 'COUNT', ARGV[4],
     'STREAMS', turns, '>')
   if not res then return {3} end
   local fence = redis.call('HINCRBY', state, 'fence', 1)
   local value = ARGV[1] .. ':' .. fence
   redis.call('SET', owner, value, 'PX', ARGV[2])
-  local st = redis.call('HMGET', state, 'queue', 'pool')
   local entries = res[1][2]
-  return {0, value, st[1], st[2], entries, batch_flags(entries, done, cancel)}
+  return {0, value, st[2], st[3], entries, batch_flags(entries, done, cancel)}
 end
 local out = {}
 for i = 1, #KEYS, 6 do

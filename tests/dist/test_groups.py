@@ -151,3 +151,35 @@ async def test_send_batch_reaches_every_agent_and_refuses_bad_input_first(
     for agent in NAMES:
         got = await client.call(agent, "report", kwargs={"agent": agent})
         assert got["seen"] == [1, 2], agent
+
+
+async def test_a_fan_out_writes_one_signal_naming_every_agent_it_wakes(
+    start: StartWorker, client: Client
+) -> None:
+    queued = NAMES[:5]
+    start_crowd(start).stop()  # declared, and nobody owns them
+    ready = client.transport.keys.ready
+    before = await client.transport.redis.xlen(ready)
+    await client.send_batch([(a, "tally", {"agent": a, "i": 7}) for a in queued])
+    newest = await client.transport.redis.xrevrange(ready, count=1)
+    assert await client.transport.redis.xlen(ready) == before + 1
+    assert newest[0][1][b"as"].decode().split() == queued
+
+
+async def test_a_plain_signal_naming_several_agents_wakes_each_of_them(
+    start: StartWorker, client: Client
+) -> None:
+    # A long lease makes the paced backlog scan look again only after a minute: what is
+    # served sooner was woken by the signal.
+    start("--lease-ms", "60000", target="crowd_app", env=ENV)
+    woken = NAMES[10:13]
+    redis, keys = client.transport.redis, client.transport.keys
+    for agent in woken:
+        turn_id, data, _sig = client._envelope(
+            agent, "tally", (), {"agent": agent, "i": 5}, 30.0, False, None
+        )
+        await redis.xadd(keys.turns(agent), {b"id": turn_id, b"m": data})
+    await redis.xadd(keys.ready, {b"as": " ".join(woken)})
+    await eventually(lambda: drained(client, woken), "the signalled agents served", 10.0)
+    for agent in woken:
+        assert (await client.call(agent, "report", kwargs={"agent": agent}))["seen"] == [5]
