@@ -59,35 +59,51 @@ class _Histogram:
             self.buckets[index] += 1  # per bucket here; render() makes them cumulative
 
 
+class _AgentSeries:
+    """One agent's turn counters and duration histogram."""
+
+    __slots__ = ("completed", "durations", "failed", "started")
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.completed = 0
+        self.failed = 0
+        self.durations = _Histogram()
+
+    def finished(self, seconds: float, ok: bool) -> None:
+        if ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+        self.durations.observe(seconds)
+
+
 class Metrics:
     """The counters of one worker; ``render()`` gives the Prometheus exposition text."""
 
     def __init__(self, worker_id: str = "", version: str = "") -> None:
         self.worker_id = worker_id
         self.version = version
-        self.started: defaultdict[str, int] = defaultdict(int)
-        self.completed: defaultdict[str, int] = defaultdict(int)
-        self.failed: defaultdict[str, int] = defaultdict(int)
+        self._series: dict[str, _AgentSeries] = {}
         self.dead: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self.durations: dict[str, _Histogram] = {}
         self.depth: dict[str, int] = {}
         self.lock_wait: defaultdict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self.active: Callable[[], int] = lambda: 0
 
     def turn_started(self, agent: str) -> None:
         """A turn of ``agent`` begins running."""
-        self.started[agent] += 1
+        self.series(agent).started += 1
 
     def turn_finished(self, agent: str, seconds: float, ok: bool) -> None:
         """A turn of ``agent`` ended after ``seconds``; ``ok`` if its tool returned."""
-        if ok:
-            self.completed[agent] += 1
-        else:
-            self.failed[agent] += 1
-        histogram = self.durations.get(agent)
-        if histogram is None:
-            histogram = self.durations[agent] = _Histogram()
-        histogram.observe(seconds)
+        self.series(agent).finished(seconds, ok)
+
+    def series(self, agent: str) -> _AgentSeries:
+        """The turn counters of ``agent`` (one lookup for all of a turn's updates)."""
+        found = self._series.get(agent)
+        if found is None:
+            found = self._series[agent] = _AgentSeries()
+        return found
 
     def dead_lettered(self, agent: str, reason: str) -> None:
         """A message for ``agent`` went to the dead-letter stream."""
@@ -106,6 +122,7 @@ class Metrics:
     def render(self) -> str:
         """Every series in the Prometheus text exposition format (version 0.0.4)."""
         out: list[str] = []
+        by_agent = sorted(self._series.items())
 
         def family(name: str, kind: str, text: str) -> None:
             out.append(f"# HELP {name} {text}")
@@ -119,13 +136,13 @@ class Metrics:
         family("pygents_worker_active_agents", "gauge", "Agents this worker is serving now.")
         out.append(f"pygents_worker_active_agents {self.active()}")
         for name, series, text in (
-            ("pygents_turns_started_total", self.started, "Turns this worker began running."),
-            ("pygents_turns_completed_total", self.completed, "Turns whose tool returned."),
-            ("pygents_turns_failed_total", self.failed, "Turns that raised or timed out."),
+            ("pygents_turns_started_total", "started", "Turns this worker began running."),
+            ("pygents_turns_completed_total", "completed", "Turns whose tool returned."),
+            ("pygents_turns_failed_total", "failed", "Turns that raised or timed out."),
         ):
             family(name, "counter", text)
-            for agent, value in sorted(series.items()):
-                out.append(f'{name}{{agent="{_label(agent)}"}} {value}')
+            for agent, counts in by_agent:
+                out.append(f'{name}{{agent="{_label(agent)}"}} {getattr(counts, series)}')
         family("pygents_turns_dead_lettered_total", "counter", "Messages set aside, by reason.")
         for (agent, reason), value in sorted(self.dead.items()):
             out.append(
@@ -134,7 +151,10 @@ class Metrics:
             )
         family("pygents_turn_duration_seconds", "histogram", "Run time of finished turns.")
         name = "pygents_turn_duration_seconds"
-        for agent, histogram in sorted(self.durations.items()):
+        for agent, counts in by_agent:
+            histogram = counts.durations
+            if not histogram.count:
+                continue
             label = f'agent="{_label(agent)}"'
             running = 0
             for bound, count in zip(BUCKETS, histogram.buckets, strict=True):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.resources
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -493,6 +494,12 @@ class Transport:
         if got[0] != 0:
             return int(got[0]), [], []
         return 0, _entries(got[1]), list(got[2])
+
+    def prepare(self, agents: Iterable[str]) -> None:
+        """Build the keys of ``agents`` now rather than on their first turn (a worker
+        learns every agent it serves at start)."""
+        for agent in itertools.islice(agents, _KEYS_CACHED):
+            self._agent_keys(agent)
 
     def _agent_keys(self, agent: str) -> tuple[str, str, str, str, str, str]:
         """The agent's turns, owner, state, outbox, done and cancel keys (the KEYS of

@@ -410,6 +410,7 @@ class Worker:
             await self.transport.aclose()
 
     async def _start(self) -> None:
+        self.transport.prepare(self.agents)
         await self.transport.ping()
         await self._declare()
         self._signals_from = await self.transport.last_signal_id()
@@ -1229,8 +1230,8 @@ class Worker:
         cancellable = self.settings.parallel.get(agent, 1) == 1
         if cancellable:  # parallel turns are cancellable only before they start
             self._running_turn[agent] = turn_id
-        metrics, started, ok = self.metrics, time.perf_counter(), False
-        metrics.turn_started(agent)
+        series, started, ok = self.metrics.series(agent), time.perf_counter(), False
+        series.started += 1
         try:
             async for _turn, value in served.run_turn(turn):
                 if reply_index < 0:
@@ -1280,7 +1281,7 @@ class Worker:
             if cancellable:
                 self._running_turn.pop(agent, None)
             elapsed = time.perf_counter() - started
-            metrics.turn_finished(agent, elapsed, ok)
+            series.finished(elapsed, ok)
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug(
                     "turn %s in %.3fs",
