@@ -481,8 +481,11 @@ class Pygents:
                         await client.send_many(a, "noop", calls)
                         sent[a] += k
             return
-        # many agents: one service fanning work out, 1,000 turns per round trip
-        await client.send_batch([(a, "noop", {"i": j}) for a in names for j in range(per_agent)])
+        # many agents: one service fanning work out, 1,000 turns per call and round trip
+        # (as the few-agent case sends 1,000 per send_many call)
+        turns = [(a, "noop", {"i": j}) for a in names for j in range(per_agent)]
+        for start in range(0, len(turns), 1000):
+            await client.send_batch(turns[start : start + 1000])
 
     async def _drained(self, client: Any, names: list[str], deadline: float) -> bool:
         redis = client.transport.redis

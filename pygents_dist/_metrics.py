@@ -43,67 +43,62 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-class _Histogram:
-    __slots__ = ("buckets", "count", "total")
-
-    def __init__(self) -> None:
-        self.buckets = [0] * len(BUCKETS)
-        self.count = 0
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-        index = bisect.bisect_left(BUCKETS, seconds)  # the first bound >= seconds
-        if index < len(BUCKETS):
-            self.buckets[index] += 1  # per bucket here; render() makes them cumulative
-
-
-class _AgentSeries:
-    """One agent's turn counters and duration histogram."""
-
-    __slots__ = ("completed", "durations", "failed", "started")
-
-    def __init__(self) -> None:
-        self.started = 0
-        self.completed = 0
-        self.failed = 0
-        self.durations = _Histogram()
-
-    def finished(self, seconds: float, ok: bool) -> None:
-        if ok:
-            self.completed += 1
-        else:
-            self.failed += 1
-        self.durations.observe(seconds)
-
-
 class Metrics:
-    """The counters of one worker; ``render()`` gives the Prometheus exposition text."""
+    """The counters of one worker; ``render()`` gives the Prometheus exposition text.
+
+    Per-agent counters live in flat lists indexed by the agent's number (``agent_index``):
+    a worker serving 10,000 agents then holds a few lists, not 10,000 objects for the
+    garbage collector to walk.
+    """
 
     def __init__(self, worker_id: str = "", version: str = "") -> None:
         self.worker_id = worker_id
         self.version = version
-        self._series: dict[str, _AgentSeries] = {}
+        self._index: dict[str, int] = {}
+        self._started: list[int] = []
+        self._completed: list[int] = []
+        self._failed: list[int] = []
+        self._total: list[float] = []  # seconds of finished turns
+        self._buckets: list[int] = []  # len(BUCKETS) per agent (+Inf is completed + failed)
         self.dead: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.depth: dict[str, int] = {}
         self.lock_wait: defaultdict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self.active: Callable[[], int] = lambda: 0
 
+    def agent_index(self, agent: str) -> int:
+        """The number of ``agent``'s counters (for ``started_at`` and ``finished_at``)."""
+        index = self._index.get(agent)
+        if index is None:
+            index = self._index[agent] = len(self._started)
+            self._started.append(0)
+            self._completed.append(0)
+            self._failed.append(0)
+            self._total.append(0.0)
+            self._buckets.extend([0] * len(BUCKETS))
+        return index
+
+    def started_at(self, index: int) -> None:
+        """A turn of agent number ``index`` begins running."""
+        self._started[index] += 1
+
+    def finished_at(self, index: int, seconds: float, ok: bool) -> None:
+        """A turn of agent number ``index`` ended after ``seconds``; ``ok`` if it returned."""
+        if ok:
+            self._completed[index] += 1
+        else:
+            self._failed[index] += 1
+        self._total[index] += seconds
+        bucket = bisect.bisect_left(BUCKETS, seconds)  # the first bound >= seconds
+        if bucket < len(BUCKETS):
+            self._buckets[index * len(BUCKETS) + bucket] += 1  # render() adds them up
+
     def turn_started(self, agent: str) -> None:
         """A turn of ``agent`` begins running."""
-        self.series(agent).started += 1
+        self.started_at(self.agent_index(agent))
 
     def turn_finished(self, agent: str, seconds: float, ok: bool) -> None:
         """A turn of ``agent`` ended after ``seconds``; ``ok`` if its tool returned."""
-        self.series(agent).finished(seconds, ok)
-
-    def series(self, agent: str) -> _AgentSeries:
-        """The turn counters of ``agent`` (one lookup for all of a turn's updates)."""
-        found = self._series.get(agent)
-        if found is None:
-            found = self._series[agent] = _AgentSeries()
-        return found
+        self.finished_at(self.agent_index(agent), seconds, ok)
 
     def dead_lettered(self, agent: str, reason: str) -> None:
         """A message for ``agent`` went to the dead-letter stream."""
@@ -122,7 +117,7 @@ class Metrics:
     def render(self) -> str:
         """Every series in the Prometheus text exposition format (version 0.0.4)."""
         out: list[str] = []
-        by_agent = sorted(self._series.items())
+        by_agent = sorted(self._index.items())
 
         def family(name: str, kind: str, text: str) -> None:
             out.append(f"# HELP {name} {text}")
@@ -135,14 +130,14 @@ class Metrics:
         )
         family("pygents_worker_active_agents", "gauge", "Agents this worker is serving now.")
         out.append(f"pygents_worker_active_agents {self.active()}")
-        for name, series, text in (
-            ("pygents_turns_started_total", "started", "Turns this worker began running."),
-            ("pygents_turns_completed_total", "completed", "Turns whose tool returned."),
-            ("pygents_turns_failed_total", "failed", "Turns that raised or timed out."),
+        for name, column, text in (
+            ("pygents_turns_started_total", self._started, "Turns this worker began running."),
+            ("pygents_turns_completed_total", self._completed, "Turns whose tool returned."),
+            ("pygents_turns_failed_total", self._failed, "Turns that raised or timed out."),
         ):
             family(name, "counter", text)
-            for agent, counts in by_agent:
-                out.append(f'{name}{{agent="{_label(agent)}"}} {getattr(counts, series)}')
+            for agent, index in by_agent:
+                out.append(f'{name}{{agent="{_label(agent)}"}} {column[index]}')
         family("pygents_turns_dead_lettered_total", "counter", "Messages set aside, by reason.")
         for (agent, reason), value in sorted(self.dead.items()):
             out.append(
@@ -151,20 +146,21 @@ class Metrics:
             )
         family("pygents_turn_duration_seconds", "histogram", "Run time of finished turns.")
         name = "pygents_turn_duration_seconds"
-        for agent, counts in by_agent:
-            histogram = counts.durations
-            if not histogram.count:
+        width = len(BUCKETS)
+        for agent, index in by_agent:
+            count = self._completed[index] + self._failed[index]
+            if not count:
                 continue
             label = f'agent="{_label(agent)}"'
             running = 0
-            for bound, count in zip(BUCKETS, histogram.buckets, strict=True):
-                running += count
+            for bound, in_bucket in zip(
+                BUCKETS, self._buckets[index * width : (index + 1) * width], strict=True
+            ):
+                running += in_bucket
                 out.append(f'{name}_bucket{{{label},le="{bound}"}} {running}')
-            out.append(
-                f'pygents_turn_duration_seconds_bucket{{{label},le="+Inf"}} {histogram.count}'
-            )
-            out.append(f"pygents_turn_duration_seconds_sum{{{label}}} {histogram.total:.6f}")
-            out.append(f"pygents_turn_duration_seconds_count{{{label}}} {histogram.count}")
+            out.append(f'{name}_bucket{{{label},le="+Inf"}} {count}')
+            out.append(f"{name}_sum{{{label}}} {self._total[index]:.6f}")
+            out.append(f"{name}_count{{{label}}} {count}")
         family("pygents_queue_depth", "gauge", "Entries in the agent's turn stream.")
         for agent, depth in sorted(self.depth.items()):
             out.append(f'pygents_queue_depth{{agent="{_label(agent)}"}} {depth}')

@@ -1230,8 +1230,9 @@ class Worker:
         cancellable = self.settings.parallel.get(agent, 1) == 1
         if cancellable:  # parallel turns are cancellable only before they start
             self._running_turn[agent] = turn_id
-        series, started, ok = self.metrics.series(agent), time.perf_counter(), False
-        series.started += 1
+        metrics, started, ok = self.metrics, time.perf_counter(), False
+        counters = metrics.agent_index(agent)
+        metrics.started_at(counters)
         try:
             async for _turn, value in served.run_turn(turn):
                 if reply_index < 0:
@@ -1281,7 +1282,7 @@ class Worker:
             if cancellable:
                 self._running_turn.pop(agent, None)
             elapsed = time.perf_counter() - started
-            series.finished(elapsed, ok)
+            metrics.finished_at(counters, elapsed, ok)
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug(
                     "turn %s in %.3fs",
