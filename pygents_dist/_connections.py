@@ -136,18 +136,20 @@ class Connections:
 
     async def aclose(self) -> None:
         """Close the idle connections (busy ones close when their call ends)."""
-        await self._discard_idle()
+        # Waiting for each close lets a TLS connection finish its shutdown; otherwise its
+        # socket outlives the event loop.
+        await self._discard_idle(wait=True)
 
-    async def _discard_idle(self) -> None:
+    async def _discard_idle(self, wait: bool = False) -> None:
         idle, self._idle = self._idle, []
         for connection in idle:
-            await self._discard(connection)
+            await self._discard(connection, wait)
 
     @staticmethod
-    async def _discard(connection: AbstractConnection) -> None:
+    async def _discard(connection: AbstractConnection, wait: bool = False) -> None:
         # Closing a broken socket may fail too; it is gone either way.
         with contextlib.suppress(Exception):
-            await connection.disconnect(nowait=True)
+            await connection.disconnect(nowait=not wait)
 
 
 async def _exchange(connection: AbstractConnection, payload: bytes, count: int) -> list[Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import gc
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -108,3 +109,11 @@ async def store(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 def app_key(namespace: str) -> Callable[[str], str]:
     """The name of a key the app's tools write (``cluster_app.app_key``)."""
     return lambda name: f"{namespace}:app:{name}"
+
+
+@pytest.fixture(autouse=True)
+def _collect_after() -> Iterator[None]:
+    """Collect garbage after each test: a socket or transport a test left open then warns
+    (an error here) in that test's teardown, not in whichever test the collector ran."""
+    yield
+    gc.collect()
