@@ -12,11 +12,13 @@ Soak: ``.venv/bin/python -m pytest tests/faults --soak -q``
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from pygents_dist import Client
 from pygents_dist._keys import GROUP, Keys
@@ -24,6 +26,7 @@ from pygents_dist.testing import RedisServer, TcpProxy, WorkerPool, WorkerProces
 from tests.faults._support import (
     APPS,
     Effect,
+    chain_agents,
     chains_finished,
     check_chain_context,
     check_chain_effects,
@@ -46,6 +49,10 @@ def start_workers(
         worker_factory("faultapp", redis_url=url, args=(*ARGS, *extra), pythonpath=[APPS], env=env)
         for _ in range(count)
     ]
+
+
+async def _none_exist(r: aioredis.Redis, keys: list[str]) -> bool:
+    return not await r.exists(*keys)
 
 
 def assert_healthy(workers: list[WorkerProcess]) -> None:
@@ -129,8 +136,13 @@ async def test_aof_redis_killed_repeatedly_soak(
     log = tmp_path / "effects.log"
     workers = start_workers(worker_factory, private_redis.url, log)
     keys = Keys(key_prefix)
+    owners = [keys.owner(a) for a in ("collector", *chain_agents(AGENTS))]
     for round_no in range(10):
         async with raw_redis(private_redis.url) as r:
+            # Wipe the context only once every agent is let go: an owner lingering after the
+            # last round's last turn would carry its context (in memory) into this round.
+            let_go = functools.partial(_none_exist, r, owners)
+            await wait_for(let_go, 30, "the agents to be let go")
             await r.delete(keys.state("collector"), *[keys.state(f"a{i}") for i in range(AGENTS)])
         log.write_text("")  # workers append to the same file (O_APPEND)
         figures = await run_chains_through_outage(
