@@ -22,7 +22,8 @@ pygents_dist (real ``pygents-worker`` processes, default settings, serving
     empty) and "drain (cold)" (enqueued with no worker running, timed from a fresh worker's
     READY line until the stream is empty);
   - the same 20,000 turns spread over 8 agents, drained by 1 and by 2 worker processes;
-  - 10,000 agents with 3 turns each, 1 worker, e2e and drain (cold);
+  - 10,000 agents with 3 turns each, 1 worker, e2e (sent 1,000 turns per ``send_batch``)
+    and drain (cold);
   - send-to-result round trip over 2,000 sequential ``Client.call`` (p50/p99), with the
     default ``--linger-ms`` and with ``--linger-ms 0``;
   - a streaming tool read through ``Client.stream`` (values/s).
