@@ -489,22 +489,20 @@ class Pygents:
             await client.send_batch(turns[start : start + 1000])
 
     async def _drained(self, client: Any, names: list[str], deadline: float) -> bool:
-        redis = client.transport.redis
-        keys = client.transport.keys
         remaining = list(names)
 
         async def check() -> bool:
-            # Agents finish roughly in the order they were sent: look at the first few
-            # unfinished ones only (polling all of them would load Redis and skew the result).
+            # Agents finish roughly in the order they were sent: watch the last unfinished
+            # one alone, and sweep the others only once it is done (polling many agents
+            # every few ms would take CPU from the two cores the worker and Redis share).
             nonlocal remaining
+            if await client.transport.backlog(remaining[-1:]) != [0]:
+                return False
             while remaining:
-                head = remaining[:16]
-                pipe = redis.pipeline(transaction=False)
-                for a in head:
-                    pipe.xlen(keys.turns(a))
-                depths = await pipe.execute()
+                head = remaining[:2000]
+                depths = await client.transport.backlog(head)
                 left = [a for a, d in zip(head, depths, strict=True) if d]
-                remaining = left + remaining[16:]
+                remaining = left + remaining[2000:]
                 if left:
                     return False
             return True
