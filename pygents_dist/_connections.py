@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
+from redis._parsers import _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -154,6 +155,12 @@ class Connections:
 
 async def _exchange(connection: AbstractConnection, payload: bytes, count: int) -> list[Any]:
     await connection.send_packed_command(payload, check_health=False)
+    parser = getattr(connection, "_parser", None)
+    if isinstance(parser, _AsyncHiredisParser):
+        # Straight from hiredis: it returns error replies as ResponseError values and raises
+        # ConnectionError/OSError for a lost socket; redis-py's wrapper adds a timer and
+        # formats the host name for every reply (our deadline covers the round trip).
+        return [await parser.read_response() for _ in range(count)]
     replies: list[Any] = []
     for _ in range(count):
         try:
