@@ -1355,12 +1355,12 @@ class Worker:
         # With nothing committed in Redis the agent starts from the context its module gave
         # it, never from what this process last held (uncommitted, or another deployment's).
         served = self.agents[agent]
-        saved: dict[str, bytes] = {}
         if queue_blob is None and pool_blob is None:
             self._saved_context.pop(agent, None)
             empty = not served.context_queue and not served.context_pool
             if empty and agent in self._starts_empty:
                 return  # most agents: no context, nothing to rebuild
+        saved: dict[str, bytes] = {}
         queue, pool = self._initial_context[agent]
         if queue_blob is not None:
             queue = [ContextItem.from_dict(d) for d in _wire.unpack(queue_blob)]

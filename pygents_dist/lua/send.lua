@@ -24,9 +24,7 @@ for k = 2, #KEYS, 2 do
   end
   if redis.call('EXISTS', KEYS[k + 1]) == 0 then wake[#wake + 1] = name end
 end
-if #wake == 1 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'a', wake[1])
-elseif #wake > 1 then
+if #wake > 0 then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'as', table.concat(wake, ' '))
 end
 return #wake
