@@ -7,8 +7,11 @@ committing batches, reading replies and signals) therefore pack their commands w
 write them in one go on a connection held here and read the raw replies back.
 
 redis-py still makes, authenticates and tears down these connections (TCP, TLS or unix
-socket; AUTH, SELECT, protocol handshake), so every URL option behaves as elsewhere. Only
-``_transport.py`` uses this module.
+socket; AUTH, SELECT, protocol handshake), so every URL option behaves as elsewhere. Once a
+connection is ready its socket is read by a protocol of our own (``_Link``), which parses
+replies as bytes arrive and wakes the caller once, when the last reply of its round trip is
+in: a pipeline whose first reply comes at once and whose last one waits (a write followed by
+a blocking read) costs one wake-up, not two. Only ``_transport.py`` uses this module.
 """
 
 from __future__ import annotations
@@ -19,10 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
-from redis._parsers import _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pygents_dist.errors import ConnectionLostError
@@ -52,7 +53,7 @@ class Connections:
 
     Guarantees: the commands of one ``execute`` go out in one write on one connection, so
     Redis runs them in order with nothing of this process in between; a connection is reused
-    only after every reply it owed was read (a cancelled or failed call closes it).
+    only after every reply it owed was read (a cancelled, failed or cut-short call closes it).
     Limits: after a connection failure the whole call is sent again (up to ``retries``
     times, with exponential backoff), so its commands must tolerate running twice.
     """
@@ -62,35 +63,46 @@ class Connections:
         self._retries = retries
         timeout = pool.connection_kwargs.get("socket_timeout", _DEFAULT_TIMEOUT)
         self._timeout: float | None = timeout
-        self._idle: list[AbstractConnection] = []
+        self._idle: list[_Link] = []
         self._room = asyncio.Semaphore(limit)  # blocking reads each hold one connection
 
     async def execute(
-        self, commands: Sequence[Sequence[Any]], what: str, wait_ms: int = 0
+        self,
+        commands: Sequence[Sequence[Any]],
+        what: str,
+        wait_ms: int = 0,
+        *,
+        until_error: bool = False,
     ) -> list[Any]:
         """Run ``commands`` in one round trip; their replies in order, with an error reply
         (``ResponseError``, e.g. ``NoScriptError``) returned in its command's place.
 
         The whole round trip may take the socket timeout (redis-py's ``socket_timeout``,
         5 s unless set) plus ``wait_ms``, the longest a blocking command in it waits; a
-        connection that takes longer counts as lost.
+        connection that takes longer counts as lost. With ``until_error``, an error reply
+        ends the round trip at once: the replies up to it are returned, the connection is
+        closed (Redis drops whatever it was still running for it, such as a blocking read).
 
         Raises:
             ConnectionLostError: Redis stayed unreachable through every retry (``what``
                 names the operation in the message).
         """
         payload = pack(commands)
+        timeout = None if self._timeout is None else self._timeout + wait_ms / 1000
         failures = 0
         async with self._room:
             while True:
-                connection = self._idle.pop() if self._idle else self._connect()
+                link = self._idle.pop() if self._idle else None
                 try:
-                    replies = await self._round_trip(connection, payload, len(commands), wait_ms)
+                    if link is None:
+                        link = await self._open()
+                    replies = await link.exchange(payload, len(commands), timeout, until_error)
                 except CONNECTION_ERRORS as exc:
-                    await self._discard(connection)
+                    if link is not None:
+                        link.close()
                     # The idle connections most likely lost the same server: drop them too,
                     # or each would use up a retry on its own.
-                    await self._discard_idle()
+                    self._drop_idle()
                     failures += 1
                     if failures > self._retries:
                         raise ConnectionLostError(
@@ -100,17 +112,20 @@ class Connections:
                     continue
                 except BaseException:
                     # Cancelled or failed mid-call: replies may still be owed on it.
-                    await self._discard(connection)
+                    if link is not None:
+                        link.close()
                     raise
-                self._idle.append(connection)
+                if len(replies) < len(commands):
+                    link.close()  # cut short by an error reply: the rest is still owed
+                else:
+                    self._idle.append(link)
                 return replies
 
-    def _connect(self) -> AbstractConnection:
-        """A new connection, made as the pool would (it connects on its first command)."""
+    async def _open(self) -> _Link:
+        """A new connection, made and authenticated by redis-py, then read by a ``_Link``."""
         # RESP2 whatever the pool speaks: replies are read raw, and RESP2 gives every
         # command and script one shape (arrays, nil for Lua false).
-        # No socket timeout of their own: one deadline covers a whole round trip (a timer
-        # per read and write costs more than the rest of the read).
+        # No socket timeout of their own: one deadline covers a whole round trip.
         options = {
             **self._pool.connection_kwargs,
             "protocol": 2,
@@ -118,53 +133,124 @@ class Connections:
             "socket_connect_timeout": self._connect_timeout(),
         }
         connection: AbstractConnection = self._pool.connection_class(**options)
-        return connection
+        await connection.connect()  # type: ignore[no-untyped-call]
+        return _Link(connection)
 
     def _connect_timeout(self) -> float | None:
         given: float | None = self._pool.connection_kwargs.get("socket_connect_timeout")
         return given if given is not None else self._timeout
 
-    async def _round_trip(
-        self, connection: AbstractConnection, payload: bytes, count: int, wait_ms: int
-    ) -> list[Any]:
-        if self._timeout is None:
-            return await _exchange(connection, payload, count)
-        try:
-            async with asyncio.timeout(self._timeout + wait_ms / 1000):
-                return await _exchange(connection, payload, count)
-        except TimeoutError:
-            raise RedisTimeoutError(f"no reply within {self._timeout}s") from None
-
     async def aclose(self) -> None:
         """Close the idle connections (busy ones close when their call ends)."""
         # Waiting for each close lets a TLS connection finish its shutdown; otherwise its
         # socket outlives the event loop.
-        await self._discard_idle(wait=True)
-
-    async def _discard_idle(self, wait: bool = False) -> None:
         idle, self._idle = self._idle, []
-        for connection in idle:
-            await self._discard(connection, wait)
+        for link in idle:
+            await link.aclose()
 
-    @staticmethod
-    async def _discard(connection: AbstractConnection, wait: bool = False) -> None:
-        # Closing a broken socket may fail too; it is gone either way.
-        with contextlib.suppress(Exception):
-            await connection.disconnect(nowait=not wait)
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for link in idle:
+            link.close()
 
 
-async def _exchange(connection: AbstractConnection, payload: bytes, count: int) -> list[Any]:
-    await connection.send_packed_command(payload, check_health=False)
-    parser = getattr(connection, "_parser", None)
-    if isinstance(parser, _AsyncHiredisParser):
-        # Straight from hiredis: it returns error replies as ResponseError values and raises
-        # ConnectionError/OSError for a lost socket; redis-py's wrapper adds a timer and
-        # formats the host name for every reply (our deadline covers the round trip).
-        return [await parser.read_response() for _ in range(count)]
-    replies: list[Any] = []
-    for _ in range(count):
+class _Link(asyncio.Protocol):
+    """One connection's socket, read by hiredis as bytes arrive.
+
+    Takes the transport over from a connected, authenticated redis-py connection (whose
+    stream reader then sees nothing more). One round trip at a time: ``exchange`` writes a
+    payload and returns when ``count`` replies are in (or an error reply, if asked).
+    """
+
+    def __init__(self, connection: AbstractConnection) -> None:
+        writer = connection._writer
+        if writer is None:  # pragma: no cover - connect() returned without a socket
+            raise RedisConnectionError("connection not established")
+        self._connection = connection
+        self._loop = asyncio.get_running_loop()
+        self._transport: Any = writer.transport
+        # Error replies become redis-py's exception values (NoScriptError...), as before.
+        parser: Any = connection._parser
+        self._reader = hiredis.Reader(replyError=parser.parse_error)
+        self._replies: list[Any] = []
+        self._expected = 0
+        self._until_error = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost: Exception | None = None
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._transport.set_protocol(self)
+
+    async def exchange(
+        self, payload: bytes, count: int, timeout: float | None, until_error: bool
+    ) -> list[Any]:
+        """Write ``payload`` and wait for its ``count`` replies (see ``Connections.execute``)."""
+        if self._lost is not None:
+            raise RedisConnectionError(f"connection lost: {self._lost}")
+        replies: list[Any] = []
+        self._replies = replies
+        self._expected, self._until_error = count, until_error
+        waiter = self._waiter = self._loop.create_future()
+        self._transport.write(payload)
+        timer = None if timeout is None else self._loop.call_later(timeout, self._timed_out)
         try:
-            replies.append(await connection.read_response())
-        except ResponseError as error:
-            replies.append(error)
-    return replies
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        return replies
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        replies = self._replies
+        reader.feed(data)
+        try:
+            while (reply := reader.gets()) is not False:
+                replies.append(reply)
+        except Exception as exc:  # the stream is not RESP: nothing more can be trusted
+            self._fail(RedisConnectionError(f"unreadable reply: {exc}"))
+            self._transport.abort()
+            return
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if len(replies) >= self._expected or (
+            self._until_error and replies and isinstance(replies[-1], Exception)
+        ):
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or RedisConnectionError("Connection closed by server."))
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _timed_out(self) -> None:
+        self._fail(RedisTimeoutError("no reply in time"))
+        self._transport.abort()
+
+    def _fail(self, exc: Exception) -> None:
+        if self._lost is None:
+            self._lost = exc
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            if not isinstance(exc, RedisTimeoutError | RedisConnectionError):
+                exc = RedisConnectionError(f"connection lost: {exc}")
+            waiter.set_exception(exc)
+
+    def close(self) -> None:
+        """Close the socket now (its last bytes are not waited for)."""
+        self._transport.close()
+        self._forget()  # after the close: the stream writer warns if collected open
+
+    async def aclose(self) -> None:
+        """Close the socket and wait until it is closed (a TLS shutdown included)."""
+        self.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await asyncio.shield(self._closed)
+
+    def _forget(self) -> None:
+        # redis-py's connection no longer owns the socket: it must neither warn about it
+        # when collected nor try to close it again.
+        connection = self._connection
+        connection._reader = connection._writer = None

@@ -394,20 +394,40 @@ class Transport:
         One round trip for the whole batch. When this returns the turns are in Redis. With
         ``wait`` (a reply stream), the same round trip then waits up to 2 s for its first
         entries and returns them. Agents that have an owner are not signalled: their owner
-        reads the new turns before it gives the agent up (``lua/send.lua``).
+        reads new turns before it gives the agent up (``lua/send.lua``).
         """
-        commands = [self._send_command(turns)]
-        if wait is not None:
-            commands.append(("XREAD", "COUNT", 500, "BLOCK", 2_000, "STREAMS", wait, "0-0"))
-        results = await self._checked(commands, "send", 0 if wait is None else 2_000)
-        return _entries(results[-1][0][1]) if wait is not None and results[-1] else []
+        keys, args = self._send_call(turns)
+        if wait is None:
+            await self._run_scripts([("send", keys, args)], "send")
+            return []
+        commands = [
+            self._evalsha("send", keys, args),
+            ("XREAD", "COUNT", 500, "BLOCK", 2_000, "STREAMS", wait, "0-0"),
+        ]
+        # A send that finds its script missing (Redis restarted) must not leave the wait
+        # behind it blocking: the round trip ends at the error, and goes again once loaded.
+        results = await self._fast.execute(commands, "send", 2_000, until_error=True)
+        if isinstance(results[0], NoScriptError):
+            await self._load_scripts(["send"])
+            results = await self._fast.execute(commands, "send", 2_000, until_error=True)
+        for got in results:
+            if isinstance(got, Exception):
+                raise got
+        return _entries(results[1][0][1]) if results[1] else []
 
     def _send_command(
         self, turns: Sequence[tuple[str, str | bytes, bytes, bytes]]
     ) -> tuple[Any, ...]:
-        """The ``lua/send.lua`` call appending ``turns`` and signalling their unowned agents.
-        EVAL, not EVALSHA: a send must never find its script missing (after a Redis restart)
-        while its pipeline already waits for a reply."""
+        """The ``lua/send.lua`` call appending ``turns``, as an EVAL: for rare paths that
+        pipeline it behind other commands, where a missing script must not cost a retry."""
+        keys, args = self._send_call(turns)
+        return ("EVAL", self._scripts["send"].script, len(keys), *keys, *args)
+
+    def _send_call(
+        self, turns: Sequence[tuple[str, str | bytes, bytes, bytes]]
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of ``lua/send.lua`` appending ``turns`` and signalling their
+        unowned agents."""
         by_agent: dict[str, list[Any]] = {}
         for agent, turn_id, data, signature in turns:
             by_agent.setdefault(agent, []).extend((turn_id, data, signature))
@@ -416,7 +436,7 @@ class Transport:
         for agent, parts in by_agent.items():
             keys += self._agent_keys(agent)[:2]  # turns, owner
             args += (agent, len(parts) // 3, *parts)
-        return ("EVAL", self._scripts["send"].script, len(keys), *keys, *args)
+        return keys, args
 
     async def signal(self, agents: Iterable[str]) -> None:
         """Announce that ``agents`` have work, owned or not (resume and shutdown: an owner
