@@ -195,7 +195,9 @@ class _Link(asyncio.Protocol):
         try:
             await waiter
         finally:
-            self._waiter = None
+            # Replies arriving after a cut-short round trip land elsewhere: this one's
+            # count then tells the caller the connection still owes some.
+            self._waiter, self._replies = None, []
             if timer is not None:
                 timer.cancel()
         return replies
