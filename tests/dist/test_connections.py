@@ -79,3 +79,32 @@ async def test_calls_resume_after_redis_restarts(private_redis: RedisServer) -> 
         assert await transport.backlog(["a"]) == [0]  # a stale connection is replaced
     finally:
         await transport.aclose()
+
+
+async def test_a_waiting_send_that_finds_its_script_gone_neither_waits_nor_sends_twice(
+    private_redis: RedisServer,
+) -> None:
+    # The send's script runs by EVALSHA with a blocking read behind it in the same round
+    # trip. After SCRIPT FLUSH (as after a Redis restart) the script reply is NOSCRIPT: the
+    # round trip must end there, not after the read's 2 s, and the turn be stored once.
+    transport = Transport.from_url(private_redis.url)
+    store = transport.redis
+    turns, reply = transport.keys.turns("a"), transport.keys.reply("a", "t1")
+    try:
+        await transport.send_turns([("a", "t0", b"warm", b"")])  # the script is loaded
+        await store.delete(turns)
+        await store.script_flush()
+
+        async def answer() -> None:
+            await eventually(lambda: store.xlen(turns), "the turn to arrive", 5.0)
+            await store.xadd(reply, {b"k": b"e"})
+
+        answering = asyncio.ensure_future(answer())
+        entries = await asyncio.wait_for(
+            transport.send_turns([("a", "t1", b"envelope", b"")], wait=reply), 1.5
+        )
+        await answering
+        assert [fields for _id, fields in entries] == [{b"k": b"e"}]
+        assert [f[b"id"] for _id, f in await store.xrange(turns)] == [b"t1"]
+    finally:
+        await transport.aclose()
