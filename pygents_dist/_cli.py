@@ -61,7 +61,9 @@ def _worker_parser() -> argparse.ArgumentParser:
         help="key namespace shared with clients (default: $PYGENTS_NAMESPACE or none)",
     )
     p.add_argument("--agents", help="comma-separated agent names to serve (a subset)")
-    p.add_argument("--concurrency", type=int, default=64, help="agents served at once (default 64)")
+    p.add_argument(
+        "--concurrency", type=int, default=128, help="agents served at once (default 128)"
+    )
     p.add_argument("--batch", type=int, default=100, help="turns per read and commit (100)")
     p.add_argument(
         "--parallel",

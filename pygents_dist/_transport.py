@@ -136,6 +136,26 @@ def _entries(raw: Any) -> list[Entry]:
     return out
 
 
+def _taken_many(got: Any) -> list[Taken]:
+    """``lua/take_many.lua``'s reply: a ``Taken`` per agent (status 0 with its first batch)."""
+    out = []
+    for one in got:
+        status = int(one[0])
+        if status != 0:
+            out.append(Taken(status))
+            continue
+        taken = Taken(0, one[1].decode(), one[2] or None, one[3] or None)
+        taken.entries = _entries(one[4])
+        taken.flags = list(one[5])
+        out.append(taken)
+    return out
+
+
+def _committed_many(got: Any) -> list[tuple[bool, int, bool]]:
+    """The commit-many script's reply: ``(committed, entries left, released)`` per batch."""
+    return [(bool(done), int(left), bool(released)) for done, left, released in got]
+
+
 @dataclasses.dataclass(slots=True)
 class Taken:
     """What ``Transport.take`` found (see ``lua/take.lua``).
@@ -589,19 +609,14 @@ class Transport:
         """``take`` for many agents in one round trip (``lua/take_many.lua``), for the plain
         case only: an agent with pending entries, waiting sends or no group comes back with
         status 4 and no lease, for ``take``. Taken ones (status 0) carry their first batch."""
+        keys, args = self._take_many_call(agents, worker_id, lease_ms, count)
+        return _taken_many(await self._script("take_many", keys, args))
+
+    def _take_many_call(
+        self, agents: Sequence[str], worker_id: str, lease_ms: int, count: int
+    ) -> tuple[list[str], list[Any]]:
         keys = [key for a in agents for key in self._agent_keys(a)]
-        got = await self._script("take_many", keys, [worker_id, lease_ms, GROUP, count])
-        out = []
-        for one in got:
-            status = int(one[0])
-            if status != 0:
-                out.append(Taken(status))
-                continue
-            taken = Taken(0, one[1].decode(), one[2] or None, one[3] or None)
-            taken.entries = _entries(one[4])
-            taken.flags = list(one[5])
-            out.append(taken)
-        return out
+        return keys, [worker_id, lease_ms, GROUP, count]
 
     async def commit_many(
         self, commits: Sequence[tuple[str, str, dict[str, Any], list[str], bool]]
@@ -610,14 +625,41 @@ class Transport:
         in one script call; each is fenced by its own lease, and with ``release`` its lease
         is given up when its stream is empty. Per batch: ``(committed, entries left in the
         stream, released)``."""
+        keys, args = self._commit_many_call(commits)
+        return _committed_many(await self._script("commit_many", keys, args))
+
+    def _commit_many_call(
+        self, commits: Sequence[tuple[str, str, dict[str, Any], list[str], bool]]
+    ) -> tuple[list[str], list[Any]]:
         keys: list[str] = []
         args: list[Any] = [len(commits)]
         for agent, owner, ops, replies, release in commits:
             commit_keys, (_owner, packed) = self._commit_call(agent, owner, ops, replies)
             keys.extend(commit_keys)
             args.extend((len(commit_keys), int(release), owner, packed))
-        got = await self._script("commit_many", keys, args)
-        return [(bool(done), int(left), bool(released)) for done, left, released in got]
+        return keys, args
+
+    async def commit_take_many(
+        self,
+        commits: Sequence[tuple[str, str, dict[str, Any], list[str], bool]],
+        agents: Sequence[str],
+        worker_id: str,
+        lease_ms: int,
+        count: int,
+    ) -> tuple[list[tuple[bool, int, bool]], list[Taken]]:
+        """``commit_many(commits)`` then ``take_many(agents)``, in one round trip: a worker
+        serving many agents takes its next group as it commits the last one, so the next
+        group's turns are there by the time it is free to run them.
+
+        Raises the first script error, if any (after both ran: the take may have leased
+        agents the caller then does not run; their leases expire)."""
+        commit_keys, commit_args = self._commit_many_call(commits)
+        take_keys, take_args = self._take_many_call(agents, worker_id, lease_ms, count)
+        committed, taken = await self._run_scripts(
+            [("commit_many", commit_keys, commit_args), ("take_many", take_keys, take_args)],
+            "commit_many",
+        )
+        return _committed_many(committed), _taken_many(taken)
 
     async def commit_fetch(
         self,

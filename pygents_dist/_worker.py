@@ -89,8 +89,9 @@ _LINGER_SLICE_MS = 25
 _LINGER_MAX = 64
 #: Streamed values a turn may produce ahead of its reply stream writes before it waits.
 _PUBLISH_AHEAD = 1000
-#: Most agents taken (and committed) together in one round trip, and such groups at once
-#: (each agent of a group holds one of the ``concurrency`` slots).
+#: Most agents taken (and committed) together in one round trip, and chains of such groups
+#: at once. Each agent of a group holds one of the ``concurrency`` slots, and a chain holds
+#: two groups while it commits one and takes the next: a group is at most a quarter of them.
 _GROUP_MAX = 128
 _GROUP_FLIGHTS = 2
 VERSION = "0.8.0"
@@ -129,7 +130,7 @@ class WorkerSettings:
     redis_url: str = "redis://localhost:6379/0"
     namespace: str = ""
     agents: list[str] | None = None
-    concurrency: int = 64
+    concurrency: int = 128
     batch: int = 100
     lease_ms: int = 15_000
     max_deliveries: int = 5
@@ -614,12 +615,13 @@ class Worker:
         finally:
             self._taker = None
 
-    async def _next_group(self) -> list[str]:
-        """Up to ``_GROUP_MAX`` wanted agents, one per slot held (the first slot is already
-        held; more are taken only while free). Parallel agents are spawned on their own."""
+    async def _next_group(self, slot: bool = True) -> list[str]:
+        """Up to ``_GROUP_MAX`` wanted agents, one per slot held. ``slot``: the caller holds
+        the first slot already (the take loop; if nothing is found it keeps it); otherwise
+        only free slots are taken (a chain). Parallel agents are spawned on their own."""
+        held = slot
         names: list[str] = []
-        slot = True
-        most = max(2, min(_GROUP_MAX, self.settings.concurrency // _GROUP_FLIGHTS))
+        most = max(2, min(_GROUP_MAX, self.settings.concurrency // (2 * _GROUP_FLIGHTS)))
         while self._wanted and len(names) < most:
             if not slot:
                 if self._slots.locked():
@@ -635,8 +637,23 @@ class Worker:
             else:
                 names.append(agent)
                 slot = False
-        if slot and names:
+        if slot and (names or not held):
             self._slots.release()
+        return names
+
+    async def _next_in_chain(self) -> list[str]:
+        """The group a chain takes next (see ``_serve_group``): wanted agents while slots
+        are free; a lone one is served on its own instead, as the take loop does."""
+        if self._stopping.is_set():
+            return []
+        names = await self._next_group(slot=False)
+        if len(names) == 1:
+            self._spawn(names[0], self._own(names[0]))
+            return []
+        task = asyncio.current_task()
+        if task is not None:
+            for agent in names:
+                self._active[agent] = task
         return names
 
     def _spawn(
@@ -731,20 +748,36 @@ class Worker:
     # -- serving many agents at once -----------------------------------------------------
 
     async def _serve_group(self, names: list[str]) -> None:
-        """Take ``names`` in one round trip, run each one's first batch inline and commit
-        them all in one more. A batch whose turns wait on something (I/O, a slow tool) moves
-        to a task of its own at that point and is committed there; so does an agent with
-        more to do after its commit. Each name holds a slot."""
+        """Serve ``names`` and the groups after them, a chain of round trips.
+
+        The group is taken in one round trip and each agent's first batch runs inline; then
+        one more round trip commits them all and takes the next group of wanted agents, whose
+        turns are thus in by the time this worker is free to run them (it runs the other
+        chain's group meanwhile). A batch whose turns wait on something (I/O, a slow tool)
+        moves to a task of its own at that point and is committed there; so does an agent
+        with more to do after its commit. Each name holds a slot.
+        """
         try:
             taken = await self.transport.take_many(
                 names, self.id, self.settings.lease_ms, self._batch
             )
         except Exception as exc:
             await self._group_failed("taking", exc)
-            for agent in names:
-                self._again.add(agent)
-                self._group_done(agent)
+            self._give_back(names)
             return
+        while True:
+            done = self._run_group(names, taken)
+            names = await self._next_in_chain()
+            if not done and not names:
+                return
+            got = await self._commit_group(done, names)
+            if got is None or not names:
+                return
+            taken = got
+
+    def _run_group(self, names: list[str], taken: list[Taken]) -> list[tuple[str, str, _Batch]]:
+        """Run the first batch of each taken agent of a group, inline; the batches that ran
+        to the end, to commit (the others went on in tasks of their own)."""
         done: list[tuple[str, str, _Batch]] = []
         for agent, one in zip(names, taken, strict=True):
             if one.status == 4:  # needs take.lua: claims, sends to relay or a lost group
@@ -756,8 +789,13 @@ class Worker:
                 batch = self._run_inline(agent, one)
                 if batch is not None:
                     done.append((agent, one.owner, batch))
-        if done:
-            await self._commit_group(done)
+        return done
+
+    def _give_back(self, names: list[str]) -> None:
+        """A group that was not taken: its agents are looked at again, their slots freed."""
+        for agent in names:
+            self._again.add(agent)
+            self._group_done(agent)
 
     def _run_inline(self, agent: str, taken: Taken) -> _Batch | None:
         """Run the first batch of a taken agent; the batch if it ran without waiting, else
@@ -779,20 +817,34 @@ class Worker:
         self._spawn(agent, self._go_on(agent, taken.owner, Resumed(work, waiting), False), context)
         return None
 
-    async def _commit_group(self, done: list[tuple[str, str, _Batch]]) -> None:
+    async def _commit_group(
+        self, done: list[tuple[str, str, _Batch]], following: list[str]
+    ) -> list[Taken] | None:
+        """Commit a group's batches and take the ``following`` group, in one round trip;
+        what the take found, or None if the round trip failed (then nothing was committed
+        and the following agents are given back)."""
         commits = []
         for agent, owner, batch in done:
             release = not batch.effects.outbox and not batch.held and batch.rest is None
             commits.append((agent, owner, batch.ops, batch.replies, release))
+        transport = self.transport
+        taken: list[Taken] = []
         try:
-            results = await self.transport.commit_many(commits)
+            if following:
+                lease_ms = self.settings.lease_ms
+                results, taken = await transport.commit_take_many(
+                    commits, following, self.id, lease_ms, self._batch
+                )
+            else:
+                results = await transport.commit_many(commits)
         except Exception as exc:
             # Nothing was committed: the turns run again (by whoever takes the agent next).
             await self._group_failed("committing", exc)
             for agent, owner, _batch in done:
                 self._again.add(agent)
                 self._spawn(agent, self._let_go(agent, owner, -1, False))
-            return
+            self._give_back(following)
+            return None
         for (agent, owner, batch), (committed, _left, released) in zip(done, results, strict=True):
             if not committed:
                 _log.warning("agent %s: lease lost before commit; batch discarded", agent)
@@ -807,6 +859,7 @@ class Worker:
                 nxt = _Next(status=-2) if batch.held else batch.rest or _Next(read=False)
                 relay = bool(batch.effects.outbox)
                 self._spawn(agent, self._go_on(agent, owner, nxt, relay))
+        return taken
 
     @staticmethod
     async def _group_failed(doing: str, exc: Exception) -> None:
