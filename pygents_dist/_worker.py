@@ -341,7 +341,14 @@ class Worker:
         self._lingering: set[str] = set()
         self._owned_recorded: set[str] = set()
         self._owned_loop: asyncio.Task[None] | None = None
-        self.stats = {"turns": 0, "batches": 0, "dead_lettered": 0, "failed": 0, "grouped": 0}
+        self.stats = {
+            "turns": 0,
+            "batches": 0,
+            "dead_lettered": 0,
+            "failed": 0,
+            "grouped": 0,
+            "chained": 0,  # agents of groups taken in the round trip of a commit
+        }
         self.metrics = _metrics.Metrics(self.id, VERSION)
         self.metrics.active = lambda: len(self._active)
 
@@ -431,6 +438,7 @@ class Worker:
                 "version": VERSION,
                 "turns": self.stats["turns"],
                 "grouped": self.stats["grouped"],
+                "chained": self.stats["chained"],
                 "ts": time.time(),
             }
         )
@@ -654,6 +662,7 @@ class Worker:
         if task is not None:
             for agent in names:
                 self._active[agent] = task
+        self.stats["chained"] += len(names)
         return names
 
     def _spawn(

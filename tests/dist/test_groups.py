@@ -5,7 +5,9 @@ batches inline and commits them together.
 The group path must keep every promise of the one-agent path: each agent's turns run once and
 in order, context and follow-ups are kept, sends are relayed, leases are given up, and a
 turn that waits does not hold up the rest of its group. The heartbeat's ``grouped`` count
-shows the turns really went that way.
+shows the turns really went that way; ``chained`` that groups after the first were taken in
+the round trip that committed the one before (16 slots: groups of 4, so 40 agents make
+chains).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ ENV = {"CROWD": str(CROWD)}
 
 
 def start_crowd(start: StartWorker) -> WorkerProcess:
-    return start("--lease-ms", "3000", target="crowd_app", env=ENV)
+    return start("--lease-ms", "3000", "--concurrency", "16", target="crowd_app", env=ENV)
 
 
 async def queue_while_stopped(
@@ -41,13 +43,13 @@ async def queue_while_stopped(
         await client.send(agent, tool, kwargs=kwargs)
 
 
-async def grouped(client: Client, at_least: int) -> int:
+async def grouped(client: Client, at_least: int, stat: str = "grouped") -> int:
     async def count() -> int:
         infos = [unpack(info) for info in (await client.transport.workers()).values()]
-        total = sum(int(info.get("grouped", 0)) for info in infos)
+        total = sum(int(info.get(stat, 0)) for info in infos)
         return total if total >= at_least else 0
 
-    return await eventually(count, f"{at_least} agents taken in groups")
+    return await eventually(count, f"{at_least} agents taken in groups ({stat})")
 
 
 async def served_in_groups(
@@ -74,6 +76,8 @@ async def test_agents_taken_together_run_their_turns_in_order_and_keep_their_con
 ) -> None:
     sends = [(a, "tally", {"agent": a, "i": i}) for i in range(4) for a in NAMES]
     reports = await served_in_groups(start, client, sends)
+    # Plain batches free their slots at commit: the groups after the first two were chained.
+    assert await grouped(client, CROWD // 2, "chained")
     for agent in NAMES:
         assert reports[agent] == {"seen": [0, 1, 2, 3], "queue": [0, 1, 2, 3]}, agent
 
