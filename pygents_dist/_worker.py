@@ -847,7 +847,8 @@ class Worker:
             else:
                 results = await transport.commit_many(commits)
         except Exception as exc:
-            # Nothing was committed: the turns run again (by whoever takes the agent next).
+            # Nothing was committed (or, if only the take failed, the commit was and these
+            # turns are gone from their streams): the agents are looked at again either way.
             await self._group_failed("committing", exc)
             for agent, owner, _batch in done:
                 self._again.add(agent)
