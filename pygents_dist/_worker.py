@@ -331,6 +331,9 @@ class Worker:
         self._flights = asyncio.Semaphore(_GROUP_FLIGHTS)
         self._again: set[str] = set()
         self._leases: dict[str, str] = {}
+        # agent: monotonic time until which its lease surely holds (the send time of the
+        # round trip that took or last renewed it, plus the lease: Redis set it later).
+        self._lease_until: dict[str, float] = {}
         self._running_turn: dict[str, str] = {}
         self._cancel_requested: set[str] = set()
         self._saved_context: dict[str, dict[str, bytes]] = {}  # agent: field: blob
@@ -526,9 +529,14 @@ class Worker:
             self._signals_from = b"0-0"
             await self._scan()
         leases = dict(self._leases)
+        sent = time.monotonic()
         renewed = await transport.renew(leases, self.settings.lease_ms)
         for agent, ok in renewed.items():
-            if not ok and self._leases.get(agent) == leases[agent]:  # not given up meanwhile
+            if self._leases.get(agent) != leases[agent]:
+                continue  # given up (or taken again) meanwhile
+            if ok:
+                self._lease_until[agent] = sent + self.settings.lease_ms / 1000
+            else:
                 _log.error("lost the lease of agent %s", agent, extra={"agent": agent})
         # Renew wrote every one of them, also those given up during its round trip: the
         # owned loop removes whatever is no longer held.
@@ -697,11 +705,12 @@ class Worker:
         # Entries taken over from a dead owner run one per commit: the delivery count
         # (lua/take.lua) then blames only the turn that was running when a worker died.
         transport = self.transport
+        sent = time.monotonic()
         taken = await transport.take(agent, self.id, self.settings.lease_ms, self._batch, 1)
         if taken.status > 0:
             return  # owned by another worker, paused, or nothing to do: no lease was taken
         owner = taken.owner
-        self._hold(agent, owner)
+        self._hold(agent, owner, sent)
         outcome, released = 0, False
         try:
             self._restore(agent, taken.queue, taken.pool)
@@ -733,14 +742,37 @@ class Worker:
         finally:
             await self._let_go(agent, owner, outcome, released)
 
-    def _hold(self, agent: str, owner: str) -> None:
+    def _hold(self, agent: str, owner: str, sent: float) -> None:
+        """Record a lease taken by a round trip sent at ``sent`` (monotonic)."""
         self._leases[agent] = owner
+        self._lease_until[agent] = sent + self.settings.lease_ms / 1000
         self._note_owned(agent, True)
 
     def _unhold(self, agent: str) -> None:
         self._lingering.discard(agent)
         self._leases.pop(agent, None)
+        self._lease_until.pop(agent, None)
         self._note_owned(agent, False)
+
+    def _lease_holds(self, agent: str) -> bool:
+        """Whether the agent's lease surely still holds, so a batch just read may start.
+
+        A round trip held up longer than the lease (a stalled network, a paused process)
+        may bring turns read while the lease held, after it expired and another worker took
+        the agent and its pending turns over: such a batch is not run (the commit would be
+        fenced out anyway); the agent is let go and its turns run where it is taken next.
+        """
+        return time.monotonic() < self._lease_until.get(agent, 0.0)
+
+    @staticmethod
+    def _lapsed(agent: str, turns: int) -> None:
+        _log.warning(
+            "agent %s: %d turn(s) arrived after its lease may have lapsed (a stall longer "
+            "than the lease?); not run here, the agent is let go",
+            agent,
+            turns,
+            extra={"agent": agent},
+        )
 
     async def _let_go(self, agent: str, owner: str, outcome: int, released: bool) -> None:
         """Give the lease up (unless the last commit did) and, as that is not atomic with
@@ -766,6 +798,7 @@ class Worker:
         moves to a task of its own at that point and is committed there; so does an agent
         with more to do after its commit. Each name holds a slot.
         """
+        sent = time.monotonic()
         try:
             taken = await self.transport.take_many(
                 names, self.id, self.settings.lease_ms, self._batch
@@ -775,16 +808,19 @@ class Worker:
             self._give_back(names)
             return
         while True:
-            done = self._run_group(names, taken)
+            done = self._run_group(names, taken, sent)
             names = await self._next_in_chain()
             if not done and not names:
                 return
+            sent = time.monotonic()
             got = await self._commit_group(done, names)
             if got is None or not names:
                 return
             taken = got
 
-    def _run_group(self, names: list[str], taken: list[Taken]) -> list[tuple[str, str, _Batch]]:
+    def _run_group(
+        self, names: list[str], taken: list[Taken], sent: float
+    ) -> list[tuple[str, str, _Batch]]:
         """Run the first batch of each taken agent of a group, inline; the batches that ran
         to the end, to commit (the others went on in tasks of their own)."""
         done: list[tuple[str, str, _Batch]] = []
@@ -795,7 +831,7 @@ class Worker:
                 self._group_done(agent)
             else:
                 self.stats["grouped"] += 1
-                batch = self._run_inline(agent, one)
+                batch = self._run_inline(agent, one, sent)
                 if batch is not None:
                     done.append((agent, one.owner, batch))
         return done
@@ -806,10 +842,15 @@ class Worker:
             self._again.add(agent)
             self._group_done(agent)
 
-    def _run_inline(self, agent: str, taken: Taken) -> _Batch | None:
-        """Run the first batch of a taken agent; the batch if it ran without waiting, else
-        None (it goes on in a task of its own, which commits it)."""
-        self._hold(agent, taken.owner)
+    def _run_inline(self, agent: str, taken: Taken, sent: float) -> _Batch | None:
+        """Run the first batch of an agent taken by a round trip sent at ``sent``; the
+        batch if it ran without waiting, else None (it goes on in a task of its own, which
+        commits it, or it was not run: see ``_lease_holds``)."""
+        self._hold(agent, taken.owner, sent)
+        if not self._lease_holds(agent):
+            self._lapsed(agent, len(taken.entries))
+            self._spawn(agent, self._let_go(agent, taken.owner, 0, False))
+            return None
         context = contextvars.copy_context()
         try:
             self._restore(agent, taken.queue, taken.pool)
@@ -927,6 +968,9 @@ class Worker:
                         nxt = waited
                         continue
                 return 0, False
+            if not self._lease_holds(agent):
+                self._lapsed(agent, len(nxt.entries))
+                return 0, False  # let go, and look at the stream again
             last_id = nxt.entries[-1][0]
             after = await self._run_batch(agent, owner, nxt.entries, nxt.flags, counts, pending)
             if after is None:

@@ -12,6 +12,7 @@ Soak: ``.venv/bin/python -m pytest tests/faults --soak -q``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -233,3 +234,55 @@ async def test_connection_stall_is_survived(
             redis_url, Keys(key_prefix), log, workers, proxy.stall, proxy.restore, 2.5
         )
     report("tcp_stall", **figures)
+
+
+async def test_turns_read_before_a_stall_longer_than_the_lease_run_once(
+    worker_factory: WorkerPool, redis_url: str, tmp_path: Path
+) -> None:
+    # Worker A lingers on a0 behind a proxy, its read of new turns waiting in Redis. The
+    # network stalls and a turn arrives: Redis hands it to A's waiting read, but the reply
+    # is held past A's lease. Worker B takes a0 over (the turn pending on A included) and
+    # runs it. When the stall ends A gets the stale batch: it must see that its lease may
+    # have lapsed and leave the turn alone (it says so in its log).
+    log = tmp_path / "effects.log"
+    env = {"FAULT_LOG": str(log), "FAULT_AGENTS": "1"}
+    args = ("--lease-ms", "1000", "--linger-ms", "60000", "--log-level", "WARNING")
+    lapsed = "arrived after its lease may have lapsed"
+    with TcpProxy.for_url(redis_url) as proxy:
+        a = worker_factory(
+            "faultapp", redis_url=proxy.url_for(redis_url), args=args, pythonpath=[APPS], env=env
+        )
+
+        def ran_on_a(key: str) -> bool:
+            return any(e.key == key and e.pid == a.pid for e in read_effects(log))
+
+        async with Client(redis_url) as client:
+            exercised = 0
+            for attempt in range(3):  # the stall may come between two reads: A never sees it
+                key = f"t{attempt}"
+                assert await client.call("a0", "slow", kwargs={"key": "warm", "seconds": 0})
+                proxy.stall()
+                await client.send("a0", "slow", kwargs={"key": key, "seconds": 0})
+                b = worker_factory("faultapp", args=args, pythonpath=[APPS], env=env)
+
+                async def ran(key: str = key) -> bool:
+                    return any(e.key == key for e in read_effects(log) if e.kind == "slow_end")
+
+                await wait_for(ran, 30, f"turn {key} to run on the second worker")
+                warned = a.output_text.count(lapsed)
+                proxy.restore()
+
+                async def stale_read_handled(key: str = key, warned: int = warned) -> bool:
+                    return a.output_text.count(lapsed) > warned or ran_on_a(key)
+
+                with contextlib.suppress(AssertionError):  # not exercised: try again
+                    await wait_for(stale_read_handled, 3, "A to handle its stale read")
+                    exercised += 1
+                b.stop()
+                if exercised:
+                    break
+            assert exercised, "the stall never caught a read in flight"
+            runs = [e for e in read_effects(log) if e.kind == "slow" and e.key.startswith("t")]
+            assert not [e for e in runs if e.pid == a.pid], f"A ran a stale batch: {runs}"
+            assert len({e.key for e in runs}) == len(runs), f"a turn ran twice: {runs}"
+            assert a.is_running()
