@@ -9,8 +9,16 @@
 -- #include flags.lua
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
 if redis.call('HGET', KEYS[3], 'paused') then return {-2} end
+-- Entries this consumer was handed but never committed come first: a fetch whose reply was
+-- lost (a dropped connection, then the round trip sent again) delivered them unseen, and
+-- reading on past them would run later turns before them. Normally there are none.
+local start = ARGV[5]
+if start == '>' then
+  local ok, mine = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[2], '-', '+', 1, ARGV[3])
+  if ok and #mine > 0 then start = '0' end
+end
 local ok, res = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[2], ARGV[3],
-  'COUNT', ARGV[4], 'STREAMS', KEYS[1], ARGV[5])
+  'COUNT', ARGV[4], 'STREAMS', KEYS[1], start)
 if not ok then return {-3} end
 if not res then
   if ARGV[6] == '1' and redis.call('XLEN', KEYS[1]) == 0 then

@@ -1,0 +1,43 @@
+"""Reading an owned agent's turns (``lua/fetch.lua``) when a reply was lost.
+
+A fetch that ran in Redis but whose reply never arrived (the connection dropped, and the
+round trip was sent again) handed its turns to this worker unseen. The next fetch must hand
+them back first: reading on past them would run later turns before them, breaking the
+agent's order.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pygents_dist._keys import GROUP
+from pygents_dist._transport import Transport
+
+pytestmark = pytest.mark.integration
+
+
+async def test_turns_a_lost_fetch_handed_over_come_back_first(
+    redis_url: str, key_prefix: str
+) -> None:
+    transport = Transport.from_url(redis_url, namespace=key_prefix)
+    turns = transport.keys.turns("a")
+    try:
+        await transport.ensure_group("a")
+        await transport.send_turns([("a", f"t{i}", b"envelope", b"") for i in range(3)])
+        taken = await transport.take("a", "w", 10_000, 1)
+        assert taken.status == 0
+        [(first, _)] = taken.entries
+        await transport.redis.xack(turns, GROUP, first)  # as its commit would
+
+        def ids(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[bytes]:
+            return [fields[b"id"] for _id, fields in entries]
+
+        _status, lost, _flags = await transport.fetch("a", taken.owner, "w", 1, False)
+        assert ids(lost) == [b"t1"]  # ... and its reply never reaches the worker
+        status, again, _flags = await transport.fetch("a", taken.owner, "w", 1, False)
+        assert (status, ids(again)) == (0, [b"t1"])
+        await transport.redis.xack(turns, GROUP, again[0][0])
+        _status, after, _flags = await transport.fetch("a", taken.owner, "w", 10, False)
+        assert ids(after) == [b"t2"]
+    finally:
+        await transport.aclose()
