@@ -715,9 +715,13 @@ class Transport:
             "commit",
             block_ms,
         )
-        if isinstance(done, NoScriptError):  # Redis restarted: it did not run
+        if isinstance(done, NoScriptError):
+            # Redis restarted: the commit did not run, but the fetch behind it may have, and
+            # before it: its batch would hold this one's turns again. Commit now and read
+            # nothing here; what that fetch handed over comes back first at the next fetch.
             done = await self._script("commit", commit_keys, commit_args)
-        elif isinstance(done, Exception):
+            return bool(done), 0, [], [], False, after
+        if isinstance(done, Exception):
             raise done
         return (bool(done), *await self._after_wait(woke, got, keys, args, after))
 

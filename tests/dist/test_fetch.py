@@ -41,3 +41,29 @@ async def test_turns_a_lost_fetch_handed_over_come_back_first(
         assert ids(after) == [b"t2"]
     finally:
         await transport.aclose()
+
+
+async def test_a_commit_that_missed_its_script_is_not_read_again_by_the_fetch_behind_it(
+    redis_url: str, key_prefix: str
+) -> None:
+    # After a Redis restart the commit's script may be missing while the fetch's (loaded by
+    # an earlier call) is not: the fetch then runs first, and finds the batch it follows
+    # still pending. That batch must not come back to be run a second time.
+    transport = Transport.from_url(redis_url, namespace=key_prefix)
+    try:
+        await transport.ensure_group("a")
+        await transport.send_turns([("a", f"t{i}", b"envelope", b"") for i in range(2)])
+        taken = await transport.take("a", "w", 10_000, 1)
+        [(first, _)] = taken.entries
+        await transport.redis.script_flush()
+        await transport._load_scripts(["fetch"])
+        ops = {"ack": [first], "tid": ["t0"], "rp": [], "now": 1, "win": 60_000, "fu": [],
+               "ob": [], "st": {}, "rttl": 60_000, "rmax": 100}  # fmt: skip
+        committed, status, entries, _flags, _released, _newest = await transport.commit_wait_fetch(
+            "a", taken.owner, ops, [], "w", first, 10, 10, False
+        )
+        assert (committed, status, entries) == (True, 0, [])
+        _status, after, _flags = await transport.fetch("a", taken.owner, "w", 10, False)
+        assert [fields[b"id"] for _id, fields in after] == [b"t1"]
+    finally:
+        await transport.aclose()
