@@ -871,8 +871,8 @@ class Worker:
         self, done: list[tuple[str, str, _Batch]], following: list[str]
     ) -> list[Taken] | None:
         """Commit a group's batches and take the ``following`` group, in one round trip;
-        what the take found, or None if the round trip failed (then nothing was committed
-        and the following agents are given back)."""
+        what the take found, or None if the round trip failed (then every agent of both
+        groups is looked at again)."""
         commits = []
         for agent, owner, batch in done:
             release = not batch.effects.outbox and not batch.held and batch.rest is None
