@@ -70,6 +70,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from pygents_dist import _streams
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PEERS_VENV = HERE / ".venv-peers"
@@ -496,11 +498,11 @@ class Pygents:
             # one alone, and sweep the others only once it is done (polling many agents
             # every few ms would take CPU from the two cores the worker and Redis share).
             nonlocal remaining
-            if await client.transport.backlog(remaining[-1:]) != [0]:
+            if await _streams.backlog(client.transport, remaining[-1:]) != [0]:
                 return False
             while remaining:
                 head = remaining[:2000]
-                depths = await client.transport.backlog(head)
+                depths = await _streams.backlog(client.transport, head)
                 left = [a for a, d in zip(head, depths, strict=True) if d]
                 remaining = left + remaining[2000:]
                 if left:

@@ -15,14 +15,10 @@ from typing import Any
 
 from pygents.registry import HookRegistry
 from pygents.turn import Turn
-from pygents_dist import _trace, _wire
+from pygents_dist import _control, _directory, _replies, _streams, _trace, _wire
+from pygents_dist._replies import ReplyKind
 from pygents_dist._transport import Entry, Transport
 from pygents_dist.errors import (
-    DeadLetteredError,
-    DistError,
-    RemoteError,
-    RemoteTurnTimeoutError,
-    TurnCancelledError,
     UnknownAgentError,
 )
 
@@ -55,6 +51,14 @@ class Client:
         secret: HMAC key to sign turns with, if workers require signatures.
         limits: size and nesting limits checked before sending.
         redis_options: passed to redis-py (``ssl_ca_certs`` ...).
+        transport: a ``Transport`` to use instead of making one from ``url`` (shared with
+            other clients or a worker of the same event loop; its namespace is used, and it
+            stays open when this client closes: whoever made it closes it). Give either
+            ``transport`` or ``url``/``namespace``/``redis_options``, not both.
+
+    Raises:
+        ValueError: both a transport and connection settings were given, or redis-py cannot
+            use the URL.
     """
 
     def __init__(
@@ -64,13 +68,22 @@ class Client:
         namespace: str | None = None,
         secret: bytes | str | None = None,
         limits: _wire.Limits | None = None,
+        transport: Transport | None = None,
         **redis_options: Any,
     ) -> None:
-        self.transport = Transport.from_url(
-            url or default_redis_url(),
-            namespace=default_namespace() if namespace is None else namespace,
-            **redis_options,
-        )
+        self._owns_transport = transport is None
+        if transport is None:
+            transport = Transport.from_url(
+                url or default_redis_url(),
+                namespace=default_namespace() if namespace is None else namespace,
+                **redis_options,
+            )
+        elif url is not None or namespace is not None or redis_options:
+            raise ValueError(
+                "Client: give either transport= or url/namespace/redis options, not both "
+                "(the transport already holds its connection settings and namespace)"
+            )
+        self.transport = transport
         self.secret = secret.encode() if isinstance(secret, str) else secret
         self.limits = limits or _wire.Limits()
         self._known: set[str] = set()
@@ -87,13 +100,14 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connections."""
-        await self.transport.aclose()
+        """Close the connections (not those of a transport given to the constructor)."""
+        if self._owns_transport:
+            await self.transport.aclose()
 
     async def _check_agent(self, agent: str) -> None:
         if agent in self._known:
             return
-        if not await self.transport.is_declared(agent):
+        if not await _directory.is_declared(self.transport, agent):
             raise UnknownAgentError(
                 f"no worker has declared an agent named {agent!r} (is a worker serving it, "
                 "with the same namespace?)"
@@ -166,7 +180,7 @@ class Client:
         turn_id, data, signature = self._envelope(
             agent, tool, args, kwargs, timeout, reply, turn_id, trace
         )
-        await self.transport.send_turns([(agent, turn_id, data, signature)])
+        await _streams.send_turns(self.transport, [(agent, turn_id, data, signature)])
         return turn_id
 
     async def send_many(
@@ -197,7 +211,7 @@ class Client:
             turn_id, data, signature = self._envelope(agent, tool, (), kwargs, timeout, False, None)
             batch.append((agent, turn_id, data, signature))
         for start in range(0, len(batch), 1000):
-            await self.transport.send_turns(batch[start : start + 1000])
+            await _streams.send_turns(self.transport, batch[start : start + 1000])
         return [b[1] for b in batch]
 
     async def call(
@@ -223,7 +237,7 @@ class Client:
         """
         turn_id, first = await self._send_waiting(agent, tool, args, kwargs, timeout, trace)
         result: Any = None
-        async for kind, _seq, value in self._replies(agent, turn_id, -1, first):
+        async for kind, _seq, value in _replies.replies(self.transport, agent, turn_id, -1, first):
             if kind == b"e":
                 result = value
         return result
@@ -243,8 +257,8 @@ class Client:
         Raises the same errors as ``call``, at the point of failure.
         """
         turn_id, first = await self._send_waiting(agent, tool, args, kwargs, timeout, trace)
-        async for kind, _seq, value in self._replies(agent, turn_id, -1, first):
-            if kind == b"v":
+        async for kind, _seq, value in _replies.replies(self.transport, agent, turn_id, -1, first):
+            if kind == ReplyKind.VALUE:
                 yield value
 
     async def _send_waiting(
@@ -264,7 +278,9 @@ class Client:
             agent, tool, args, kwargs, timeout, True, None, trace
         )
         key = self.transport.keys.reply(agent, turn_id)
-        first = await self.transport.send_turns([(agent, turn_id, data, signature)], wait=key)
+        first = await _streams.send_turns(
+            self.transport, [(agent, turn_id, data, signature)], wait=key
+        )
         return turn_id, first
 
     async def results(self, agent: str, turn_id: str, after: int = -1) -> AsyncIterator[Any]:
@@ -273,64 +289,24 @@ class Client:
         Another process, or a caller that lost its connection, can resume here: values are
         kept for the reply TTL (an hour by default).
         """
-        async for kind, _seq, value in self._replies(agent, turn_id, after):
-            if kind == b"v":
+        async for kind, _seq, value in _replies.replies(self.transport, agent, turn_id, after):
+            if kind == ReplyKind.VALUE:
                 yield value
-
-    async def _replies(
-        self, agent: str, turn_id: str, after: int, first: list[Entry] | None = None
-    ) -> AsyncIterator[tuple[bytes, int, Any]]:
-        key = self.transport.keys.reply(agent, turn_id)
-        last = b"0-0"
-        seen = after
-        while True:
-            if first is None:
-                entries = await self.transport.read_reply(key, last, 2_000)
-            else:
-                entries, first = first, None
-            for entry_id, fields in entries:
-                last = entry_id
-                kind = fields.get(b"k", b"")
-                seq = int(fields.get(b"q", 0))
-                if kind == b"x":
-                    raise _remote_error(_wire.unpack(fields[b"d"]), turn_id)
-                if kind == b"v":
-                    if seq <= seen:
-                        continue  # a value repeated by a retried turn
-                    seen = seq
-                yield kind, seq, _wire.unpack(fields[b"d"])
-                if kind == b"e":
-                    return
 
     async def cancel(self, agent: str, turn_id: str) -> None:
         """Cancel a turn: it will not start, or is cancelled where it runs (best effort)."""
-        await self.transport.request_cancel(agent, turn_id)
+        await _control.request_cancel(self.transport, agent, turn_id)
 
     async def pause(self, agent: str) -> None:
         """Hold ``agent`` for every worker: no new turn of it starts until ``resume``."""
         await self._check_agent(agent)
-        await self.transport.set_paused(agent, True)
+        await _control.set_paused(self.transport, agent, True)
 
     async def resume(self, agent: str) -> None:
         """Let a paused agent run again."""
         await self._check_agent(agent)
-        await self.transport.set_paused(agent, False)
+        await _control.set_paused(self.transport, agent, False)
 
     async def agents(self) -> list[str]:
         """Names of every declared agent."""
-        return sorted(await self.transport.directory())
-
-
-def _remote_error(payload: Any, turn_id: str) -> DistError:
-    if not isinstance(payload, dict):
-        return RemoteError("UnknownError", repr(payload), "", turn_id)
-    type_name = str(payload.get("type", "Error"))
-    message = str(payload.get("message", ""))
-    trace = str(payload.get("traceback", ""))
-    if payload.get("reason"):
-        return DeadLetteredError(str(payload["reason"]), message, turn_id)
-    if type_name == "TurnTimeoutError":
-        return RemoteTurnTimeoutError(type_name, message, trace, turn_id)
-    if type_name == "TurnCancelledError":
-        return TurnCancelledError(f"turn {turn_id} was {message}")
-    return RemoteError(type_name, message, trace, turn_id)
+        return sorted(await _directory.directory(self.transport))

@@ -11,7 +11,8 @@ socket; AUTH, SELECT, protocol handshake), so every URL option behaves as elsewh
 connection is ready its socket is read by a protocol of our own (``_Link``), which parses
 replies as bytes arrive and wakes the caller once, when the last reply of its round trip is
 in: a pipeline whose first reply comes at once and whose last one waits (a write followed by
-a blocking read) costs one wake-up, not two. Only ``_transport.py`` uses this module.
+a blocking read) costs one wake-up, not two. Only the Redis plumbing (``_transport.py``,
+``_scripts.py``) uses this module.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pygents_dist.errors import ConnectionLostError
+from pygents_dist._redis_errors import CONNECTION_ERRORS, lost
 
-__all__ = ["CONNECTION_ERRORS", "Connections"]
+__all__ = ["Connections"]
 
-CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 #: Backoff before retry n (1-based): min(_BACKOFF_CAP, _BACKOFF_BASE * 2**n) seconds.
 _BACKOFF_BASE = 0.02
 _BACKOFF_CAP = 1.0
@@ -105,9 +105,7 @@ class Connections:
                     self._drop_idle()
                     failures += 1
                     if failures > self._retries:
-                        raise ConnectionLostError(
-                            f"Redis unreachable during {what}: {exc}"
-                        ) from exc
+                        raise lost(exc, what) from exc
                     await asyncio.sleep(min(_BACKOFF_CAP, _BACKOFF_BASE * 2**failures))
                     continue
                 except BaseException:

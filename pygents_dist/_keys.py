@@ -9,13 +9,27 @@ Cluster slot and one script can touch them all atomically.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
-__all__ = ["GROUP", "Keys", "check_agent_name"]
+__all__ = ["GROUP", "AgentKeys", "Keys", "check_agent_name"]
 
 #: The consumer group every worker reads agent streams through.
 GROUP = "workers"
 _VERSION = "pyg1"
 _NAME = re.compile(r"^[^{}\s]{1,200}$")
+#: Agents whose key records ``Keys.for_agent`` keeps (a worker serving more rebuilds some).
+_AGENTS_CACHED = 100_000
+
+
+class AgentKeys(NamedTuple):
+    """One agent's keys, in the order ``lua/take.lua`` takes them as KEYS."""
+
+    turns: str
+    owner: str
+    state: str
+    outbox: str
+    done: str
+    cancel: str
 
 
 def check_agent_name(name: str) -> str:
@@ -37,10 +51,29 @@ class Keys:
         keys.turns("alice")  # 'staging:pyg1:{alice}:turns'
     """
 
-    __slots__ = ("base",)
+    __slots__ = ("_records", "base")
 
     def __init__(self, namespace: str = "") -> None:
         self.base = f"{namespace}:{_VERSION}" if namespace else _VERSION
+        self._records: dict[str, AgentKeys] = {}
+
+    def for_agent(self, name: str) -> AgentKeys:
+        """Every key of the agent ``name`` in one record, built once: a worker serving
+        thousands of agents would otherwise format a dozen keys per batch. (The most recent
+        100,000 agents are kept; past that the record is built again.)"""
+        record = self._records.get(name)
+        if record is None:
+            if len(self._records) >= _AGENTS_CACHED:
+                self._records.clear()
+            record = self._records[name] = AgentKeys(
+                self.turns(name),
+                self.owner(name),
+                self.state(name),
+                self.outbox(name),
+                self.done(name),
+                self.cancel(name),
+            )
+        return record
 
     # -- one agent (hash tag {agent}) ----------------------------------------------------
     def turns(self, agent: str) -> str:

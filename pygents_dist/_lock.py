@@ -19,9 +19,27 @@ from types import TracebackType
 
 from pygents_dist._transport import Transport
 
-__all__ = ["RedisLocks"]
+__all__ = ["RedisLocks", "renew_lock", "try_lock", "unlock"]
 
 _log = logging.getLogger("pygents_dist.lock")
+
+
+async def try_lock(transport: Transport, name: str, token: str, lease_ms: int) -> bool:
+    """Take the lock ``name`` with ``token`` if it is free."""
+    command = ("SET", transport.keys.lock(name), token, "NX", "PX", lease_ms)
+    (got,) = await transport.execute([command], "lock")
+    return got is not None
+
+
+async def renew_lock(transport: Transport, name: str, token: str, lease_ms: int) -> bool:
+    """Extend our hold on ``name``; False if it is no longer ours."""
+    key = transport.keys.lock(name)
+    return bool(await transport.scripts.run_one("renew", [key], [token, lease_ms]))
+
+
+async def unlock(transport: Transport, name: str, token: str) -> bool:
+    """Release ``name`` only if we hold it (never frees another holder's lock)."""
+    return bool(await transport.scripts.run_one("release", [transport.keys.lock(name)], [token]))
 
 
 class RedisLocks:
@@ -59,7 +77,7 @@ class _HeldLock:
         try:
             delay = 0.002
             transport, lease = self._locks.transport, self._locks.lease_ms
-            while not await transport.try_lock(self._name, self._token, lease):
+            while not await try_lock(transport, self._name, self._token, lease):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)
         except BaseException:
@@ -74,7 +92,7 @@ class _HeldLock:
         while True:
             await asyncio.sleep(lease / 3000)
             try:
-                if not await transport.renew_lock(self._name, self._token, lease):
+                if not await renew_lock(transport, self._name, self._token, lease):
                     _log.error("lock %s was lost while held (lease expired)", self._name)
                     return
             except Exception as exc:  # keep trying: the lease outlives a short outage
@@ -91,7 +109,7 @@ class _HeldLock:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
         try:
-            await self._locks.transport.unlock(self._name, self._token)
+            await unlock(self._locks.transport, self._name, self._token)
         except Exception as exc2:  # the lease expires by itself
             _log.warning("lock %s release failed: %s", self._name, exc2)
         finally:

@@ -18,8 +18,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from pygents_dist import _wire
+from pygents_dist import _control, _dead_letters, _directory, _replies, _wire
 from pygents_dist._client import Client
+from pygents_dist._replies import ReplyKind
 from pygents_dist._transport import Entry
 from pygents_dist.errors import DistError, UnknownAgentError
 
@@ -107,8 +108,8 @@ class _Progress:
 
 async def _snapshot(client: Client) -> dict[str, Any]:
     transport = client.transport
-    agents = sorted(await transport.directory())
-    rows = await transport.agent_status(agents)
+    agents = sorted(await _directory.directory(transport))
+    rows = await _control.agent_status(transport, agents)
     now_ms = time.time() * 1000
     for row in rows:
         oldest = row.pop("oldest_pending")
@@ -116,7 +117,7 @@ async def _snapshot(client: Client) -> dict[str, Any]:
             round((now_ms - int(str(oldest).split("-")[0])) / 1000, 1) if oldest else None
         )
     workers = []
-    for worker_id, blob in sorted((await transport.workers()).items()):
+    for worker_id, blob in sorted((await _control.workers(transport)).items()):
         try:
             info = _wire.unpack(blob)
         except Exception:
@@ -130,7 +131,7 @@ async def _snapshot(client: Client) -> dict[str, Any]:
         "ts": round(time.time(), 3),
         "agents": rows,
         "workers": workers,
-        "dead_letters": await transport.dead_count(),
+        "dead_letters": await _dead_letters.dead_count(transport),
     }
 
 
@@ -188,9 +189,9 @@ async def status(client: Client, as_json: bool, watch: float | None) -> int:
 
 async def _check_tool(client: Client, agent: str, tool: str) -> None:
     transport = client.transport
-    blob = await transport.run(lambda r: r.hget(transport.keys.directory, agent), "lookup")
+    blob = await _directory.description(transport, agent)
     if blob is None:
-        known = sorted(await transport.directory())
+        known = sorted(await _directory.directory(transport))
         hint = f"; declared agents: {', '.join(known[:20])}" if known else ""
         raise UnknownAgentError(f"no worker has declared an agent named {agent!r}{hint}")
     try:
@@ -224,11 +225,11 @@ async def send(
     values = 0
     try:
         async with asyncio.timeout(limit):
-            async for kind, _seq, value in client._replies(ns.agent, turn_id, -1):
-                if kind == b"v":
+            async for kind, _seq, value in _replies.replies(client.transport, ns.agent, turn_id):
+                if kind == ReplyKind.VALUE:
                     values += 1
                     emit(ns.json, value, _show(value))
-                elif kind == b"e" and ns.wait and not (values and value is None):
+                elif kind == ReplyKind.END and ns.wait and not (values and value is None):
                     emit(ns.json, value, _show(value))
     except TimeoutError:
         raise DistError(
@@ -284,19 +285,19 @@ async def _scan(client: Client, ns: argparse.Namespace) -> AsyncIterator[tuple[i
                 raise UsageError(
                     f"{entry_id!r} is not a stream entry id like 1700000000000-0"
                 ) from None
-            got = await transport.dead_letters(1, entry_id)
+            got = await _dead_letters.dead_letters(transport, 1, entry_id)
             if not got or got[0][0].decode() != entry_id:
                 raise UsageError(f"no dead letter {entry_id} (nothing was changed)")
             found.append(got[0])
         yield len(found), [e for e in found if matches(e[1])]
         return
-    newest = await transport.run(lambda r: r.xrevrange(transport.keys.dead, count=1), "dlq")
-    if not newest:
+    newest = await _dead_letters.newest_dead_letter(transport)
+    if newest is None:
         return
-    last = _id_key(newest[0][0])
+    last = _id_key(newest)
     after = "-"
     while True:
-        page = await transport.dead_letters(_PAGE, after)
+        page = await _dead_letters.dead_letters(transport, _PAGE, after)
         page = [e for e in page if _id_key(e[0]) <= last]
         if not page:
             return
@@ -323,15 +324,15 @@ async def dead_letters(client: Client, ns: argparse.Namespace) -> int:
         )
         emit(ns.json, letters, text or "no dead letters")
         return 0
-    total = len(ns.entry_ids) if ns.entry_ids else await transport.dead_count()
-    declared = set(await transport.directory())
+    total = len(ns.entry_ids) if ns.entry_ids else await _dead_letters.dead_count(transport)
+    declared = set(await _directory.directory(transport))
     verb = "replaying" if ns.action == "replay" else "purging"
     progress = _Progress(verb, total)
     done = skipped = scanned = 0
     async for count, page in _scan(client, ns):
         scanned += count
         if ns.action == "purge":
-            done += await transport.delete_dead([i for i, _f in page])
+            done += await _dead_letters.delete_dead(transport, [i for i, _f in page])
         else:
             batch = []
             for entry_id, f in page:
@@ -342,7 +343,7 @@ async def dead_letters(client: Client, ns: argparse.Namespace) -> int:
                 turn_id = f.get(b"id", b"").decode(errors="replace")
                 batch.append((entry_id, agent, turn_id, f[b"m"], f.get(b"s", b"")))
             if batch:
-                await transport.requeue_dead(batch)
+                await _dead_letters.requeue_dead(transport, batch)
             done += len(batch)
         progress.update(scanned)
     progress.finish(scanned)
@@ -361,7 +362,7 @@ async def _show_letter(client: Client, ns: argparse.Namespace) -> int:
         _id_key(ns.entry_id)
     except ValueError:
         raise UsageError(f"{ns.entry_id!r} is not a stream entry id like 1700000000000-0") from None
-    found = await client.transport.dead_letters(1, ns.entry_id)
+    found = await _dead_letters.dead_letters(client.transport, 1, ns.entry_id)
     if not found or found[0][0].decode() != ns.entry_id:
         raise UsageError(f"no dead letter {ns.entry_id}")
     entry_id, fields = found[0]

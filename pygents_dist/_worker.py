@@ -42,6 +42,7 @@ import contextvars
 import dataclasses
 import functools
 import inspect
+import itertools
 import logging
 import os
 import socket
@@ -60,11 +61,23 @@ from pygents.errors import TurnTimeoutError, UnregisteredHookError, Unregistered
 from pygents.registry import AgentRegistry, HookRegistry, ToolRegistry
 from pygents.tool import BaseTool
 from pygents.turn import Turn
-from pygents_dist import _metrics, _trace, _wire
+from pygents_dist import (
+    _batches,
+    _control,
+    _dead_letters,
+    _directory,
+    _leases,
+    _metrics,
+    _replies,
+    _streams,
+    _trace,
+    _wire,
+)
 from pygents_dist._keys import check_agent_name
+from pygents_dist._leases import Taken
 from pygents_dist._lock import RedisLocks
 from pygents_dist._log import current_worker
-from pygents_dist._transport import Entry, Taken, Transport
+from pygents_dist._transport import Entry, Transport
 from pygents_dist.errors import (
     ConnectionLostError,
     DeadLetterReason,
@@ -213,7 +226,7 @@ class _Publisher:
     async def _write(self) -> None:
         while self.waiting:
             values, self.waiting = self.waiting, []
-            await self.transport.publish_many(self.key, values, self.ttl_ms)
+            await _replies.publish_many(self.transport, self.key, values, self.ttl_ms)
 
     async def finish(self) -> None:
         """Wait until every value is written (raising a failed write)."""
@@ -240,7 +253,7 @@ class _Router:
     async def put(self, agent_name: str, turn: Turn[Any]) -> None:
         worker = self.worker
         if agent_name not in self.known:
-            if not await worker.transport.is_declared(agent_name):
+            if not await _directory.is_declared(worker.transport, agent_name):
                 raise UnknownAgentError(
                     f"no worker has declared an agent named {agent_name!r}; start a worker "
                     "serving it first"
@@ -262,7 +275,7 @@ class _Router:
         signature = worker.sign(data)
         effects = _effects.get()
         if effects is None:
-            await worker.transport.send_turns([(agent_name, turn_id, data, signature)])
+            await _streams.send_turns(worker.transport, [(agent_name, turn_id, data, signature)])
         elif agent_name == effects.agent:
             effects.followups.append([turn_id, data, signature])
         else:
@@ -417,19 +430,22 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self._sync_owned(time.monotonic())
             with contextlib.suppress(Exception):
-                await self.transport.forget_worker(self.id)
+                await _control.forget_worker(self.transport, self.id)
             await self.transport.aclose()
 
     async def _start(self) -> None:
-        self.transport.prepare(self.agents)
+        for agent in itertools.islice(self.agents, 100_000):  # their keys now, not per turn
+            self.transport.keys.for_agent(agent)
         await self.transport.ping()
         await self._declare()
-        self._signals_from = await self.transport.last_signal_id()
+        self._signals_from = await _streams.last_signal_id(self.transport)
         await self._scan()
 
     async def _declare(self) -> None:
-        await self.transport.declare({n: _describe(a) for n, a in self.agents.items()})
-        await self.transport.heartbeat(self.id, self._info(), self._heartbeat_ttl(), create=True)
+        await _directory.declare(self.transport, {n: _describe(a) for n, a in self.agents.items()})
+        await _control.heartbeat(
+            self.transport, self.id, self._info(), self._heartbeat_ttl(), create=True
+        )
 
     def _info(self) -> bytes:
         return _wire.pack(
@@ -452,7 +468,7 @@ class Worker:
     async def _scan(self, names: list[str] | None = None) -> None:
         """Schedule every served agent (of ``names``) with entries in its stream."""
         names = list(self.agents) if names is None else names
-        for name, depth in zip(names, await self.transport.backlog(names), strict=True):
+        for name, depth in zip(names, await _streams.backlog(self.transport, names), strict=True):
             if depth:
                 self._schedule(name)
 
@@ -476,7 +492,7 @@ class Worker:
             await asyncio.wait(pending)
         # Turns handed back or left queued: let another worker take them now, not at a scan.
         with contextlib.suppress(ConnectionLostError):
-            await self.transport.signal(served)
+            await _streams.signal(self.transport, served)
 
     # -- loops ---------------------------------------------------------------------------
 
@@ -484,7 +500,7 @@ class Worker:
         backoff = 0.05
         while True:
             try:
-                entries = await self.transport.read_signals(self._signals_from, 1000)
+                entries = await _streams.read_signals(self.transport, self._signals_from, 1000)
                 backoff = 0.05
             except Exception as exc:  # never let the loop die: the worker would go silent
                 _log.warning("signals: %s; retrying in %.2fs", exc, backoff)
@@ -522,7 +538,9 @@ class Worker:
 
     async def _maintain(self, round_no: int) -> None:
         transport = self.transport
-        alive = await transport.heartbeat(self.id, self._info(), self._heartbeat_ttl(), False)
+        alive = await _control.heartbeat(
+            transport, self.id, self._info(), self._heartbeat_ttl(), False
+        )
         if not alive:
             _log.warning("heartbeat key vanished (Redis lost its data?): declaring again")
             await self._declare()
@@ -530,7 +548,7 @@ class Worker:
             await self._scan()
         leases = dict(self._leases)
         sent = time.monotonic()
-        renewed = await transport.renew(leases, self.settings.lease_ms)
+        renewed = await _leases.renew(transport, leases, self.settings.lease_ms)
         for agent, ok in renewed.items():
             if self._leases.get(agent) != leases[agent]:
                 continue  # given up (or taken again) meanwhile
@@ -541,7 +559,7 @@ class Worker:
         # Renew wrote every one of them, also those given up during its round trip: the
         # owned loop removes whatever is no longer held.
         self._owned_recorded.update(leases)
-        for agent in await transport.expired_owners():
+        for agent in await _leases.expired_owners(transport):
             if agent in self.agents:
                 # Its stale entry is in the set: remove it once we have served the agent.
                 self._owned_recorded.add(agent)
@@ -565,7 +583,7 @@ class Worker:
 
     async def _refresh_depths(self) -> None:
         names = list(self.agents)
-        depths = await self.transport.backlog(names)
+        depths = await _streams.backlog(self.transport, names)
         self.metrics.set_depths(dict(zip(names, depths, strict=True)))
 
     async def _cancel_loop(self) -> None:
@@ -574,7 +592,7 @@ class Worker:
             running = dict(self._running_turn)
             for agent, turn_id in running.items():
                 try:
-                    flagged = await self.transport.cancelled(agent, [turn_id])
+                    flagged = await _control.cancelled(self.transport, agent, [turn_id])
                 except ConnectionLostError:
                     break
                 task = self._active.get(agent)
@@ -706,7 +724,9 @@ class Worker:
         # (lua/take.lua) then blames only the turn that was running when a worker died.
         transport = self.transport
         sent = time.monotonic()
-        taken = await transport.take(agent, self.id, self.settings.lease_ms, self._batch, 1)
+        taken = await _leases.take(
+            transport, agent, self.id, self.settings.lease_ms, self._batch, 1
+        )
         if taken.status > 0:
             return  # owned by another worker, paused, or nothing to do: no lease was taken
         owner = taken.owner
@@ -715,7 +735,7 @@ class Worker:
         try:
             self._restore(agent, taken.queue, taken.pool)
             if taken.outbox:
-                await transport.relay(agent)
+                await _streams.relay(transport, agent)
             first = _Next(taken.status, taken.entries, taken.flags)
             outcome, released = await self._drain_agent(
                 agent, owner, first, taken.counts, taken.pending
@@ -736,7 +756,7 @@ class Worker:
                 else:
                     first, last_id = nxt, batch.last_id
             if relay:
-                await self.transport.relay(agent)
+                await _streams.relay(self.transport, agent)
             if outcome == 0:
                 outcome, released = await self._drain_agent(agent, owner, first, {}, False, last_id)
         finally:
@@ -780,9 +800,9 @@ class Worker:
         self._unhold(agent)
         if not released:
             with contextlib.suppress(ConnectionLostError):
-                await self.transport.release(agent, owner)
+                await _leases.release(self.transport, agent, owner)
         if outcome == 0 and not released and not self._stopping.is_set():
-            depth = (await self.transport.backlog([agent]))[0]
+            depth = (await _streams.backlog(self.transport, [agent]))[0]
             if depth:
                 self._again.add(agent)
 
@@ -800,8 +820,8 @@ class Worker:
         """
         sent = time.monotonic()
         try:
-            taken = await self.transport.take_many(
-                names, self.id, self.settings.lease_ms, self._batch
+            taken = await _leases.take_many(
+                self.transport, names, self.id, self.settings.lease_ms, self._batch
             )
         except Exception as exc:
             await self._group_failed("taking", exc)
@@ -882,11 +902,11 @@ class Worker:
         try:
             if following:
                 lease_ms = self.settings.lease_ms
-                results, taken = await transport.commit_take_many(
-                    commits, following, self.id, lease_ms, self._batch
+                results, taken = await _batches.commit_take_many(
+                    transport, commits, following, self.id, lease_ms, self._batch
                 )
             else:
-                results = await transport.commit_many(commits)
+                results = await _batches.commit_many(transport, commits)
         except Exception as exc:
             # Nothing was committed (or, if only the take failed, the commit was and these
             # turns are gone from their streams): the agents are looked at again either way.
@@ -945,14 +965,14 @@ class Worker:
             if not nxt.read:
                 if self._stopping.is_set():
                     return 0, False
-                status, entries, flags = await self.transport.fetch(
-                    agent, owner, self.id, 1 if pending else size, pending
+                got = await _batches.fetch(
+                    self.transport, agent, owner, self.id, 1 if pending else size, pending
                 )
-                nxt = _Next(status, entries, flags)
+                nxt = _Next(got.status, got.entries, got.flags)
             if nxt.released:
                 return 0, True
             if nxt.status == -3:
-                await self.transport.ensure_group(agent)
+                await _directory.ensure_group(self.transport, agent)
                 nxt = _Next(read=False)
                 continue
             if nxt.status != 0:
@@ -998,11 +1018,12 @@ class Worker:
         while self._lingers():
             left_ms = int((deadline - time.monotonic()) * 1000)
             block = max(1, min(_LINGER_SLICE_MS, left_ms))
-            status, entries, flags, released, after = await self.transport.wait_fetch(
-                agent, owner, self.id, after, block, self._batch, block >= left_ms
+            got = await _batches.wait_fetch(
+                self.transport, agent, owner, self.id, after, block, self._batch, block >= left_ms
             )
-            if released or status != 0 or entries:
-                return _Next(status, entries, flags, released)
+            after = got.newest
+            if got.released or got.status != 0 or got.entries:
+                return _Next(got.status, got.entries, got.flags, got.released)
             if block >= left_ms:
                 return None
         return None
@@ -1046,7 +1067,7 @@ class Worker:
         if not add and not gone:
             return
         try:
-            await self.transport.mark_owned(add, gone)
+            await _leases.mark_owned(self.transport, add, gone)
         except ConnectionLostError as exc:
             _log.warning("owned set not updated: %s", exc)
             return
@@ -1150,20 +1171,14 @@ class Worker:
             batch.pending,
         )
         if self._stopping.is_set() or held or batch.rest:  # commit only
-            committed = await self.transport.commit(agent, owner, ops, replies)
+            committed = await _batches.commit(self.transport, agent, owner, ops, replies)
             after = _Next(status=-2) if held else batch.rest or _Next(read=False)
         elif not effects.outbox and not pending and self._lingers():
             # keep the lease and wait for the next turn in the commit's round trip
             self._lingering.add(agent)
             block = min(_LINGER_SLICE_MS, self.settings.linger_ms)
-            (
-                committed,
-                status,
-                entries,
-                flags,
-                released,
-                newest,
-            ) = await self.transport.commit_wait_fetch(
+            got = await _batches.commit_wait_fetch(
+                self.transport,
                 agent,
                 owner,
                 ops,
@@ -1174,25 +1189,26 @@ class Worker:
                 self._batch,
                 block >= self.settings.linger_ms,
             )
-            after = _Next(status, entries, flags, released, True, newest, block)
+            committed = got.committed
+            after = _Next(got.status, got.entries, got.flags, got.released, True, got.newest, block)
         else:  # sends wait in the outbox: relay them before the lease may go
             size = 1 if pending else self._batch
             release = not effects.outbox and not self._lingers()
-            committed, status, entries, flags, released = await self.transport.commit_fetch(
-                agent, owner, ops, replies, self.id, size, pending, release
+            got = await _batches.commit_fetch(
+                self.transport, agent, owner, ops, replies, self.id, size, pending, release
             )
-            after = _Next(status, entries, flags, released)
+            committed = got.committed
+            after = _Next(got.status, got.entries, got.flags, got.released)
         if not committed:
             _log.warning("agent %s: lease lost before commit; batch discarded", agent)
             return None
         self.stats["batches"] += 1
         if effects.outbox:
-            await self.transport.relay(agent)
+            await _streams.relay(self.transport, agent)
         return after
 
     async def _is_paused(self, agent: str) -> bool:
-        key = self.transport.keys.state(agent)
-        return bool(await self.transport.run(lambda r: r.hexists(key, "paused"), "pause"))
+        return await _control.is_paused(self.transport, agent)
 
     def _commit_ops(self, agent: str, effects: _Effects) -> dict[str, Any]:
         settings = self.settings
@@ -1443,7 +1459,8 @@ class Worker:
             detail,
             extra={"agent": agent, "turn": turn_id.decode(errors="replace"), "reason": reason},
         )
-        await self.transport.dead_letter(
+        await _dead_letters.dead_letter(
+            self.transport,
             {
                 b"agent": agent,
                 b"reason": reason.value,
@@ -1453,7 +1470,7 @@ class Worker:
                 b"s": fields.get(b"s", b""),
                 b"worker": self.id,
                 b"ts": time.time(),
-            }
+            },
         )
 
     # -- context -------------------------------------------------------------------------

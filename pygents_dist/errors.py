@@ -4,6 +4,8 @@ The tree::
 
     DistError
     ├── ConnectionLostError        Redis unreachable after retries (also a ConnectionError)
+    ├── RedisCommandError          Redis refused a command (an error reply); carries its code
+    │   └── RedisPermissionError   an ACL refused it (NOPERM; also a PermissionError)
     ├── PayloadError               a turn, value or message cannot be sent (also a ValueError)
     ├── RemoteError                a turn failed in a worker; carries type, message, traceback
     │   └── RemoteTurnTimeoutError the remote turn timed out (also a pygents TurnTimeoutError)
@@ -26,6 +28,8 @@ __all__ = [
     "DeadLetteredError",
     "DistError",
     "PayloadError",
+    "RedisCommandError",
+    "RedisPermissionError",
     "RemoteError",
     "RemoteTurnTimeoutError",
     "TurnCancelledError",
@@ -39,6 +43,26 @@ class DistError(Exception):
 
 class ConnectionLostError(DistError, ConnectionError):
     """Redis could not be reached (after the configured retries)."""
+
+
+class RedisCommandError(DistError):
+    """Redis answered a command with an error reply.
+
+    Attributes:
+        code: the reply's code, its first word (``WRONGTYPE``, ``READONLY``, ``OOM``,
+            ``NOPERM``...; ``ERR`` when Redis gave none).
+        operation: what pygents_dist was doing (``send``, ``status``, ``dlq``...).
+    """
+
+    def __init__(self, message: str, *, code: str = "ERR", operation: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.operation = operation
+
+
+class RedisPermissionError(RedisCommandError, PermissionError):
+    """Redis refused a command for the connection's user (``NOPERM`` and kin): the ACL user
+    lacks a command or key pattern pygents_dist needs (see the README's ACL section)."""
 
 
 class PayloadError(DistError, ValueError):

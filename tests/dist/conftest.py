@@ -106,6 +106,17 @@ async def store(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain Redis client (bytes responses) on the test's Redis, for looking at keys the
+    runtime wrote (the runtime's own transport hands out no client)."""
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        yield r
+    finally:
+        await r.aclose()
+
+
+@pytest.fixture
 def app_key(namespace: str) -> Callable[[str], str]:
     """The name of a key the app's tools write (``cluster_app.app_key``)."""
     return lambda name: f"{namespace}:app:{name}"

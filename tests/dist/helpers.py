@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import pytest
 import redis.asyncio as aioredis
 
-from pygents_dist import Client, DeadLetteredError
+from pygents_dist import Client, DeadLetteredError, _dead_letters, _streams
 from pygents_dist.testing import WorkerProcess
 
 
@@ -52,7 +52,7 @@ def pids(workers: Sequence[WorkerProcess]) -> set[int]:
 async def dead_letters(client: Client) -> dict[str, dict[str, str]]:
     """Dead letters by turn id: their fields (``m`` left out) as text."""
     out: dict[str, dict[str, str]] = {}
-    for _entry_id, fields in await client.transport.dead_letters(100):
+    for _entry_id, fields in await _dead_letters.dead_letters(client.transport, 100):
         text = {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k != b"m"}
         out[text["id"]] = text
     return out
@@ -67,4 +67,5 @@ async def refused(client: Client, agent: str, turn_id: str) -> DeadLetteredError
 
 async def stream_length(client: Client, agent: str) -> int:
     """Entries left in ``agent``'s turn stream (processed ones are deleted)."""
-    return int(await client.transport.redis.xlen(client.transport.keys.turns(agent)))
+    [length] = await _streams.backlog(client.transport, [agent])
+    return length

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
-from pygents_dist import Client
+from pygents_dist import Client, _dead_letters, _replies
 from pygents_dist._wire import encode_turn, new_turn_id
 from pygents_dist.testing import free_port
 from tests.dist.conftest import StartWorker
@@ -60,9 +61,9 @@ def _cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
     monkeypatch.delenv("PYGENTS_SECRET", raising=False)
 
 
-async def nothing_sent(client: Client) -> bool:
+async def nothing_sent(raw_redis: aioredis.Redis, client: Client) -> bool:
     """No turn waits in ``front``'s stream and no reply stream was made."""
-    redis, keys = client.transport.redis, client.transport.keys
+    redis, keys = raw_redis, client.transport.keys
     replies = [k async for k in redis.scan_iter(match=keys.reply("front", "*"))]
     return await redis.xlen(keys.turns("front")) == 0 and not replies
 
@@ -128,13 +129,13 @@ async def test_send_wait_prints_the_result_and_stream_each_value(start: StartWor
 
 
 async def test_send_without_wait_prints_the_turn_id_and_the_turn_runs(
-    start: StartWorker, client: Client
+    raw_redis: aioredis.Redis, start: StartWorker, client: Client
 ) -> None:
     start(target="ops_app")
     done = await cli("send", "front", "echo", "--kwargs", '{"value": 1}', "--json")
     assert done.returncode == 0, done.stderr
     turn_id = json.loads(done.stdout)["turn_id"]
-    redis, keys = client.transport.redis, client.transport.keys
+    redis, keys = raw_redis, client.transport.keys
 
     async def committed() -> bool:
         return await redis.zscore(keys.done("front"), turn_id) is not None
@@ -165,13 +166,18 @@ async def test_remote_failure_is_one_line_and_exit_1(start: StartWorker) -> None
     ],
 )
 async def test_bad_input_prints_one_line_exits_non_zero_and_sends_nothing(
-    start: StartWorker, client: Client, args: tuple[str, ...], code: int, text: str
+    raw_redis: aioredis.Redis,
+    start: StartWorker,
+    client: Client,
+    args: tuple[str, ...],
+    code: int,
+    text: str,
 ) -> None:
     start(target="ops_app")
     done = await cli(*args)
     assert done.returncode == code, done.stderr
     assert text in one_error(done)
-    assert await nothing_sent(client)
+    assert await nothing_sent(raw_redis, client)
 
 
 @pytest.mark.parametrize(
@@ -245,7 +251,7 @@ async def test_dlq_list_show_replay_and_purge(
     assert (signed_cli.returncode, signed_cli.stdout) == (0, "s\n"), signed_cli.stderr
 
     async def four() -> bool:
-        return await client.transport.dead_count() == 4
+        return await _dead_letters.dead_count(client.transport) == 4
 
     await eventually(four, "4 dead letters")
     letters = json.loads((await cli("dlq", "list", "--json")).stdout)
@@ -270,7 +276,7 @@ async def test_dlq_list_show_replay_and_purge(
 
     purge = await cli("dlq", "purge", only[0]["entry"], "--json")
     assert json.loads(purge.stdout) == {"purged": 1}
-    assert await client.transport.dead_count() == 0
+    assert await _dead_letters.dead_count(client.transport) == 0
     assert (await cli("dlq", "list")).stdout == "no dead letters\n"
 
 
@@ -279,14 +285,14 @@ async def _ran(client: Client, agent: str, turn_id: str) -> None:
     key = client.transport.keys.reply(agent, turn_id)
     last = b"0-0"
     while True:
-        for entry_id, fields in await client.transport.read_reply(key, last, 1000):
+        for entry_id, fields in await _replies.read_reply(client.transport, key, last, 1000):
             last = entry_id
             if fields.get(b"k") == b"e":
                 return
 
 
 async def test_replaying_thousands_of_dead_letters_reports_progress(
-    start: StartWorker, client: Client
+    raw_redis: aioredis.Redis, start: StartWorker, client: Client
 ) -> None:
     start(target="ops_app")
     letters: list[dict[bytes, Any]] = []
@@ -299,7 +305,7 @@ async def test_replaying_thousands_of_dead_letters_reports_progress(
             letters.append(
                 {b"agent": agent, b"reason": "bad_signature", b"id": turn_id, b"m": data}
             )
-    pipe = client.transport.redis.pipeline(transaction=False)
+    pipe = raw_redis.pipeline(transaction=False)
     for fields in letters:
         pipe.xadd(client.transport.keys.dead, fields)
     await pipe.execute()
@@ -312,7 +318,7 @@ async def test_replaying_thousands_of_dead_letters_reports_progress(
         "replaying: 2000/2505",
         "replaying: 2505/2505",
     ]
-    redis, keys = client.transport.redis, client.transport.keys
+    redis, keys = raw_redis, client.transport.keys
 
     async def all_ran() -> bool:
         done_count: int = await redis.zcard(keys.done("front"))
@@ -320,4 +326,4 @@ async def test_replaying_thousands_of_dead_letters_reports_progress(
         return done_count >= 2500 and backlog == 0
 
     assert await eventually(all_ran, "the 2500 replayed turns to run", timeout=60)
-    assert await client.transport.dead_count() == 5  # the ghost agent's letters stay
+    assert await _dead_letters.dead_count(client.transport) == 5  # the ghost agent's letters stay

@@ -112,11 +112,11 @@ async def test_agents_lists_every_declared_agent(client: Client) -> None:
 
 
 async def test_cancel_a_running_turn(
-    client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
+    raw_redis: aioredis.Redis, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
 ) -> None:
     call = asyncio.create_task(client.call("alpha", "hold", kwargs={"tag": "c"}))
     await pop(store, app_key("entered:c"))  # the tool is running (and waits forever)
-    [turn_id] = await turn_ids(client, "alpha")
+    [turn_id] = await turn_ids(raw_redis, client, "alpha")
     await client.cancel("alpha", turn_id)
     with pytest.raises(TurnCancelledError):
         await asyncio.wait_for(call, 10)
@@ -125,14 +125,14 @@ async def test_cancel_a_running_turn(
 
 
 async def test_cancel_a_queued_turn(
-    client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
+    raw_redis: aioredis.Redis, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
 ) -> None:
     blocker = await client.send("alpha", "hold", kwargs={"tag": "q"}, reply=True)
     await pop(store, app_key("entered:q"))
     queued = asyncio.create_task(client.call("alpha", "add", kwargs={"a": 1, "b": 2}))
 
     async def queued_id() -> str | None:
-        ids = await turn_ids(client, "alpha")
+        ids = await turn_ids(raw_redis, client, "alpha")
         return ids[1] if len(ids) == 2 else None
 
     turn_id = await eventually(queued_id, "the queued turn in the stream")
@@ -156,7 +156,7 @@ async def test_pause_holds_new_turns_until_resume(client: Client) -> None:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def turn_ids(client: Client, agent: str) -> list[str]:
+async def turn_ids(raw_redis: aioredis.Redis, client: Client, agent: str) -> list[str]:
     """The ids of the turns in ``agent``'s stream, oldest first."""
-    entries = await client.transport.redis.xrange(client.transport.keys.turns(agent))
+    entries = await raw_redis.xrange(client.transport.keys.turns(agent))
     return [fields[b"id"].decode() for _entry_id, fields in entries]

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from pygents_dist import ConnectionLostError
+from pygents_dist import ConnectionLostError, _directory, _replies, _streams
 from pygents_dist._transport import Transport
+from pygents_dist.errors import RedisCommandError
 from pygents_dist.testing import RedisServer, free_port
 from tests.dist.helpers import eventually
 
@@ -23,7 +25,7 @@ async def test_replies_come_back_in_order_with_errors_in_place(
     transport = Transport.from_url(redis_url, namespace=key_prefix)
     try:
         key = f"{key_prefix}:x"
-        got = await transport._fast.execute(
+        got = await transport.execute_raw(
             [("SET", key, "v"), ("LPUSH", key, "wrong type"), ("GET", key), ("XLEN", key)],
             "test",
         )
@@ -35,14 +37,32 @@ async def test_replies_come_back_in_order_with_errors_in_place(
         await transport.aclose()
 
 
-async def test_a_cancelled_wait_never_answers_the_next_call(redis_url: str, key_prefix: str) -> None:
+async def test_an_error_reply_is_raised_as_ours_naming_the_operation(
+    redis_url: str, key_prefix: str
+) -> None:
     transport = Transport.from_url(redis_url, namespace=key_prefix)
+    key = f"{key_prefix}:x"
+    try:
+        with pytest.raises(RedisCommandError, match="Redis refused probe: WRONGTYPE") as info:
+            await transport.execute([("SET", key, "v"), ("LPUSH", key, "x"), ("DEL", key)], "probe")
+        assert (info.value.code, info.value.operation) == ("WRONGTYPE", "probe")
+        assert isinstance(info.value.__cause__, ResponseError)
+        assert await transport.execute([("EXISTS", key)], "probe") == [0]  # the DEL ran too
+    finally:
+        await transport.aclose()
+
+
+async def test_a_cancelled_wait_never_answers_the_next_call(
+    redis_url: str, key_prefix: str
+) -> None:
+    transport = Transport.from_url(redis_url, namespace=key_prefix)
+    redis = aioredis.Redis.from_url(redis_url)
     stream = f"{key_prefix}:replies"
     try:
-        waiting = asyncio.ensure_future(transport.read_reply(stream, b"0-0", 10_000))
+        waiting = asyncio.ensure_future(_replies.read_reply(transport, stream, b"0-0", 10_000))
 
         async def blocked() -> bool:
-            clients = await transport.redis.client_list()
+            clients = await redis.client_list()
             return any(c.get("cmd") == "xread" for c in clients)
 
         await eventually(blocked, "the read to block in Redis")
@@ -51,13 +71,14 @@ async def test_a_cancelled_wait_never_answers_the_next_call(redis_url: str, key_
             await waiting
         # The entry wakes the cancelled read's connection, had it been kept: its reply would
         # then answer the next command sent on it.
-        await transport.redis.xadd(stream, {b"k": b"e"})
+        await redis.xadd(stream, {b"k": b"e"})
         for _ in range(5):
-            assert await transport.backlog(["nobody"]) == [0]
-            assert not await transport.is_declared("nobody")
-        entries = await transport.read_reply(stream, b"0-0", 100)
+            assert await _streams.backlog(transport, ["nobody"]) == [0]
+            assert not await _directory.is_declared(transport, "nobody")
+        entries = await _replies.read_reply(transport, stream, b"0-0", 100)
         assert [fields for _id, fields in entries] == [{b"k": b"e"}]
     finally:
+        await redis.aclose()
         await transport.aclose()
 
 
@@ -66,7 +87,7 @@ async def test_an_unreachable_redis_is_a_connection_lost_error() -> None:
     transport = Transport.from_url(url, retries=1)
     try:
         with pytest.raises(ConnectionLostError, match="during backlog"):
-            await transport.backlog(["a"])
+            await _streams.backlog(transport, ["a"])
     finally:
         await transport.aclose()
 
@@ -74,9 +95,9 @@ async def test_an_unreachable_redis_is_a_connection_lost_error() -> None:
 async def test_calls_resume_after_redis_restarts(private_redis: RedisServer) -> None:
     transport = Transport.from_url(private_redis.url)
     try:
-        assert await transport.backlog(["a"]) == [0]
+        assert await _streams.backlog(transport, ["a"]) == [0]
         private_redis.restart(kill=True)
-        assert await transport.backlog(["a"]) == [0]  # a stale connection is replaced
+        assert await _streams.backlog(transport, ["a"]) == [0]  # a stale connection is replaced
     finally:
         await transport.aclose()
 
@@ -88,10 +109,10 @@ async def test_a_waiting_send_that_finds_its_script_gone_neither_waits_nor_sends
     # trip. After SCRIPT FLUSH (as after a Redis restart) the script reply is NOSCRIPT: the
     # round trip must end there, not after the read's 2 s, and the turn be stored once.
     transport = Transport.from_url(private_redis.url)
-    store = transport.redis
+    store = aioredis.Redis.from_url(private_redis.url)
     turns, reply = transport.keys.turns("a"), transport.keys.reply("a", "t1")
     try:
-        await transport.send_turns([("a", "t0", b"warm", b"")])  # the script is loaded
+        await _streams.send_turns(transport, [("a", "t0", b"warm", b"")])  # the script is loaded
         await store.delete(turns)
         await store.script_flush()
 
@@ -101,10 +122,11 @@ async def test_a_waiting_send_that_finds_its_script_gone_neither_waits_nor_sends
 
         answering = asyncio.ensure_future(answer())
         entries = await asyncio.wait_for(
-            transport.send_turns([("a", "t1", b"envelope", b"")], wait=reply), 1.5
+            _streams.send_turns(transport, [("a", "t1", b"envelope", b"")], wait=reply), 1.5
         )
         await answering
         assert [fields for _id, fields in entries] == [{b"k": b"e"}]
         assert [f[b"id"] for _id, f in await store.xrange(turns)] == [b"t1"]
     finally:
+        await store.aclose()
         await transport.aclose()

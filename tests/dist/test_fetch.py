@@ -9,7 +9,10 @@ agent's order.
 from __future__ import annotations
 
 import pytest
+import redis.asyncio as aioredis
 
+from pygents_dist import _batches, _directory, _leases, _streams
+from pygents_dist._batches import FetchStatus
 from pygents_dist._keys import GROUP
 from pygents_dist._transport import Transport
 
@@ -20,26 +23,28 @@ async def test_turns_a_lost_fetch_handed_over_come_back_first(
     redis_url: str, key_prefix: str
 ) -> None:
     transport = Transport.from_url(redis_url, namespace=key_prefix)
+    redis = aioredis.Redis.from_url(redis_url)
     turns = transport.keys.turns("a")
     try:
-        await transport.ensure_group("a")
-        await transport.send_turns([("a", f"t{i}", b"envelope", b"") for i in range(3)])
-        taken = await transport.take("a", "w", 10_000, 1)
+        await _directory.ensure_group(transport, "a")
+        await _streams.send_turns(transport, [("a", f"t{i}", b"envelope", b"") for i in range(3)])
+        taken = await _leases.take(transport, "a", "w", 10_000, 1)
         assert taken.status == 0
         [(first, _)] = taken.entries
-        await transport.redis.xack(turns, GROUP, first)  # as its commit would
+        await redis.xack(turns, GROUP, first)  # as its commit would
 
         def ids(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[bytes]:
             return [fields[b"id"] for _id, fields in entries]
 
-        _status, lost, _flags = await transport.fetch("a", taken.owner, "w", 1, False)
-        assert ids(lost) == [b"t1"]  # ... and its reply never reaches the worker
-        status, again, _flags = await transport.fetch("a", taken.owner, "w", 1, False)
-        assert (status, ids(again)) == (0, [b"t1"])
-        await transport.redis.xack(turns, GROUP, again[0][0])
-        _status, after, _flags = await transport.fetch("a", taken.owner, "w", 10, False)
-        assert ids(after) == [b"t2"]
+        lost = await _batches.fetch(transport, "a", taken.owner, "w", 1, False)
+        assert ids(lost.entries) == [b"t1"]  # ... and its reply never reaches the worker
+        again = await _batches.fetch(transport, "a", taken.owner, "w", 1, False)
+        assert (again.status, ids(again.entries)) == (FetchStatus.OK, [b"t1"])
+        await redis.xack(turns, GROUP, again.entries[0][0])
+        after = await _batches.fetch(transport, "a", taken.owner, "w", 10, False)
+        assert ids(after.entries) == [b"t2"]
     finally:
+        await redis.aclose()
         await transport.aclose()
 
 
@@ -50,20 +55,22 @@ async def test_a_commit_that_missed_its_script_is_not_read_again_by_the_fetch_be
     # an earlier call) is not: the fetch then runs first, and finds the batch it follows
     # still pending. That batch must not come back to be run a second time.
     transport = Transport.from_url(redis_url, namespace=key_prefix)
+    redis = aioredis.Redis.from_url(redis_url)
     try:
-        await transport.ensure_group("a")
-        await transport.send_turns([("a", f"t{i}", b"envelope", b"") for i in range(2)])
-        taken = await transport.take("a", "w", 10_000, 1)
+        await _directory.ensure_group(transport, "a")
+        await _streams.send_turns(transport, [("a", f"t{i}", b"envelope", b"") for i in range(2)])
+        taken = await _leases.take(transport, "a", "w", 10_000, 1)
         [(first, _)] = taken.entries
-        await transport.redis.script_flush()
-        await transport._load_scripts(["fetch"])
+        await redis.script_flush()
+        await transport.scripts.load(["fetch"])
         ops = {"ack": [first], "tid": ["t0"], "rp": [], "now": 1, "win": 60_000, "fu": [],
                "ob": [], "st": {}, "rttl": 60_000, "rmax": 100}  # fmt: skip
-        committed, status, entries, _flags, _released, _newest = await transport.commit_wait_fetch(
-            "a", taken.owner, ops, [], "w", first, 10, 10, False
+        got = await _batches.commit_wait_fetch(
+            transport, "a", taken.owner, ops, [], "w", first, 10, 10, False
         )
-        assert (committed, status, entries) == (True, 0, [])
-        _status, after, _flags = await transport.fetch("a", taken.owner, "w", 10, False)
-        assert [fields[b"id"] for _id, fields in after] == [b"t1"]
+        assert (got.committed, got.status, got.entries) == (True, FetchStatus.OK, [])
+        after = await _batches.fetch(transport, "a", taken.owner, "w", 10, False)
+        assert [fields[b"id"] for _id, fields in after.entries] == [b"t1"]
     finally:
+        await redis.aclose()
         await transport.aclose()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from pygents_dist import Client
+from pygents_dist import Client, _streams
 from pygents_dist._wire import encode_turn, new_turn_id
 from tests.dist.conftest import StartWorker
 from tests.dist.helpers import pop, start_together, stream_length
@@ -18,7 +18,11 @@ type Key = Callable[[str], str]
 
 
 async def test_a_send_from_a_tool_reaches_an_agent_served_by_another_process(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Key
+    raw_redis: aioredis.Redis,
+    start: StartWorker,
+    client: Client,
+    store: aioredis.Redis,
+    app_key: Key,
 ) -> None:
     back = start("--agents", "back")
     front = start("--agents", "front")
@@ -28,7 +32,7 @@ async def test_a_send_from_a_tool_reaches_an_agent_served_by_another_process(
     assert await client.call("back", "record", kwargs={"x": 8}) is None  # after the relayed one
     assert await stream_length(client, "back") == 0
     assert await stream_length(client, "front") == 0
-    assert await client.transport.redis.xlen(client.transport.keys.outbox("front")) == 0
+    assert await raw_redis.xlen(client.transport.keys.outbox("front")) == 0
 
 
 async def test_a_killed_workers_turn_is_finished_once_by_the_survivor(
@@ -65,7 +69,7 @@ async def test_turns_sent_before_any_worker_are_delivered_when_one_starts(
         )
         for i, turn_id in enumerate(new_turn_id() for _ in range(3))
     ]
-    await client.transport.send_turns(early)
+    await _streams.send_turns(client.transport, early)
     first = start()
     assert await client.call("alpha", "add", kwargs={"a": 1, "b": 2}) == 3
     assert await store.lrange(app_key("seq"), 0, -1) == ["0", "1", "2"]

@@ -13,6 +13,7 @@ import asyncio
 import random
 
 import pytest
+import redis.asyncio as aioredis
 
 from pygents_dist import Client
 from tests.dist.conftest import StartWorker
@@ -37,11 +38,11 @@ async def test_calls_spaced_around_the_linger_time_are_each_served_at_once(
 
 
 async def test_a_lingering_agent_gives_its_lease_up_when_idle(
-    start: StartWorker, client: Client
+    raw_redis: aioredis.Redis, start: StartWorker, client: Client
 ) -> None:
     start(*LINGER)
     owner = client.transport.keys.owner("alpha")
-    redis = client.transport.redis
+    redis = raw_redis
     for i in range(5):
         assert await client.call("alpha", "add", kwargs={"a": i, "b": 0}) == i
 

@@ -136,6 +136,7 @@ async def test_a_long_turn_on_a_live_worker_runs_once(
 
 
 async def test_pause_holds_every_worker_and_a_cancelled_queued_turn_never_runs(
+    raw_redis: aioredis.Redis,
     client: Client,
 ) -> None:
     await client.pause("alpha")
@@ -144,7 +145,7 @@ async def test_pause_holds_every_worker_and_a_cancelled_queued_turn_never_runs(
     await client.cancel("alpha", dropped)
     done, _ = await asyncio.wait({kept}, timeout=0.5)  # nothing may run while paused
     assert not done
-    redis, keys = client.transport.redis, client.transport.keys
+    redis, keys = raw_redis, client.transport.keys
     assert await stream_length(client, "alpha") == 2
     assert (await redis.xpending(keys.turns("alpha"), GROUP))["pending"] == 0
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import NoPermissionError
 
 from pygents_dist import (
     Client,
@@ -22,8 +21,11 @@ from pygents_dist import (
     DeadLetterReason,
     Limits,
     PayloadError,
+    _dead_letters,
+    _streams,
 )
 from pygents_dist._wire import encode_turn, new_turn_id, sign
+from pygents_dist.errors import RedisPermissionError
 from pygents_dist.testing import RedisServer, WorkerPool, WorkerProcess
 from tests.dist.conftest import APPS
 
@@ -56,7 +58,7 @@ async def dead_reasons(client: Client) -> dict[str, str]:
     """Dead letters: turn id -> reason."""
     return {
         f[b"id"].decode(): f[b"reason"].decode()
-        for _entry, f in await client.transport.dead_letters(1000)
+        for _entry, f in await _dead_letters.dead_letters(client.transport, 1000)
     }
 
 
@@ -124,8 +126,10 @@ async def test_an_acl_user_limited_to_the_namespace_can_run_everything(
         )
         assert done.returncode == 0, done.stderr
     async with Client(url, namespace="other") as outsider:
-        with pytest.raises(NoPermissionError):
-            await outsider.transport.redis.get("other:secret")
+        # Refused by the ACL: our error (also a PermissionError), naming the operation.
+        with pytest.raises(RedisPermissionError, match="Redis refused directory: NOPERM") as info:
+            await outsider.agents()
+        assert isinstance(info.value, PermissionError) and info.value.code == "NOPERM"
     denied = await asyncio.to_thread(
         subprocess.run,
         [
@@ -144,7 +148,8 @@ async def test_an_acl_user_limited_to_the_namespace_can_run_everything(
         check=False,
     )
     assert denied.returncode == 1
-    assert denied.stderr.startswith("error: NoPermissionError") and denied.stderr.count("\n") == 1
+    assert denied.stderr.startswith("error: Redis refused directory: NOPERM"), denied.stderr
+    assert denied.stderr.count("\n") == 1
 
 
 # -- signed turns --------------------------------------------------------------------------------
@@ -165,7 +170,7 @@ async def test_workers_accept_either_rotation_key_and_sign_their_own_sends(
 
 
 async def test_unsigned_and_forged_turns_are_dead_lettered_as_bad_signature(
-    start_ops: StartOps, redis_url: str
+    raw_redis: aioredis.Redis, start_ops: StartOps, redis_url: str
 ) -> None:
     start_ops(env={"PYGENTS_SECRETS": "key-new,key-old"})
     refused: list[str] = []
@@ -185,10 +190,10 @@ async def test_unsigned_and_forged_turns_are_dead_lettered_as_bad_signature(
         )
         tampered = original.replace(b"harmless", b"EVILEVIL")
         stream = client.transport.keys.turns("front")
-        await client.transport.redis.xadd(
+        await raw_redis.xadd(
             stream, {b"id": turn_id, b"m": tampered, b"s": sign(original, b"key-new")}
         )
-        await client.transport.signal(["front"])
+        await _streams.signal(client.transport, ["front"])
         with pytest.raises(DeadLetteredError) as info:
             await asyncio.wait_for(anext(aiter(client.results("front", turn_id)), None), 15)
         assert info.value.reason == DeadLetterReason.BAD_SIGNATURE
@@ -200,7 +205,7 @@ async def test_unsigned_and_forged_turns_are_dead_lettered_as_bad_signature(
 
 
 async def test_oversized_or_deep_arguments_are_refused_at_send_and_nothing_is_sent(
-    start_ops: StartOps, redis_url: str
+    raw_redis: aioredis.Redis, start_ops: StartOps, redis_url: str
 ) -> None:
     start_ops()
     async with Client(redis_url, limits=Limits(max_bytes=4096, max_depth=8)) as client:
@@ -211,7 +216,7 @@ async def test_oversized_or_deep_arguments_are_refused_at_send_and_nothing_is_se
             deep = [deep]
         with pytest.raises(PayloadError, match="nested deeper than 8"):
             await client.send("front", "echo", kwargs={"value": deep})
-        assert await client.transport.redis.xlen(client.transport.keys.turns("front")) == 0
+        assert await raw_redis.xlen(client.transport.keys.turns("front")) == 0
         assert await client.call("front", "echo", kwargs={"value": [[["ok"]]]}) == [[["ok"]]]
 
 

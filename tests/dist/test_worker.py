@@ -36,9 +36,11 @@ def namespace(shared: Shared) -> str:
     return shared.namespace
 
 
-async def raw_turn(client: Client, agent: str, fields: dict[bytes, bytes]) -> None:
+async def raw_turn(
+    raw_redis: aioredis.Redis, client: Client, agent: str, fields: dict[bytes, bytes]
+) -> None:
     """What a non-Python publisher does: a plain XADD on the agent's stream."""
-    await client.transport.redis.xadd(client.transport.keys.turns(agent), fields)
+    await raw_redis.xadd(client.transport.keys.turns(agent), fields)
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -71,13 +73,18 @@ async def test_bad_turn_is_dead_lettered_and_the_caller_told(
 
 
 async def test_malformed_messages_are_dead_lettered_and_waiting_callers_told(
+    raw_redis: aioredis.Redis,
     client: Client,
 ) -> None:
     await client.call("alpha", "add", kwargs={"a": 0, "b": 0})  # the group exists
     garbage, old = new_turn_id(), new_turn_id()
-    await raw_turn(client, "alpha", {b"id": garbage.encode(), b"m": b"\xc1\xc1 not msgpack"})
+    await raw_turn(
+        raw_redis, client, "alpha", {b"id": garbage.encode(), b"m": b"\xc1\xc1 not msgpack"}
+    )
     future = encode_turn(turn_id=old, agent="alpha", tool="add", args=[1, 2], kwargs={}, timeout=5)
-    await raw_turn(client, "alpha", {b"id": old.encode(), b"m": future.replace(b"\x01", b"\x09")})
+    await raw_turn(
+        raw_redis, client, "alpha", {b"id": old.encode(), b"m": future.replace(b"\x01", b"\x09")}
+    )
     assert await client.call("alpha", "add", kwargs={"a": 2, "b": 2}) == 4  # still serving
 
     for turn_id, detail in ((garbage, "not valid msgpack"), (old, "unsupported wire version")):
@@ -86,7 +93,7 @@ async def test_malformed_messages_are_dead_lettered_and_waiting_callers_told(
         assert detail in error.detail
     letters = await dead_letters(client)
     assert letters[garbage]["reason"] == letters[old]["reason"] == "undecodable"
-    assert await client.transport.redis.xlen(client.transport.keys.turns("alpha")) == 0
+    assert await raw_redis.xlen(client.transport.keys.turns("alpha")) == 0
 
 
 # -- duplicates and pause ---------------------------------------------------------------
@@ -108,7 +115,7 @@ async def test_a_turn_sent_twice_with_one_id_runs_once(
 
 
 async def test_a_pause_during_a_batch_lets_only_the_running_turn_finish(
-    client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
+    raw_redis: aioredis.Redis, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
 ) -> None:
     await client.pause("alpha")  # so the four turns are read as one batch
     slow = await client.send("alpha", "long", kwargs={"seconds": 0.5}, reply=True)
@@ -118,7 +125,7 @@ async def test_a_pause_during_a_batch_lets_only_the_running_turn_finish(
     await client.pause("alpha")
     assert [v async for v in client.results("alpha", slow)] == []  # it completed
     assert await store.blpop([app_key("held")], timeout=0.5) is None  # nothing else ran
-    assert await client.transport.redis.xlen(client.transport.keys.turns("alpha")) == 3
+    assert await raw_redis.xlen(client.transport.keys.turns("alpha")) == 3
 
     await client.resume("alpha")
     assert await client.call("alpha", "seq", kwargs={"i": 3, "key": "held"}) is None
@@ -140,6 +147,7 @@ async def test_a_copy_read_with_a_long_batch_is_dropped_after_its_early_commit(
 
 
 async def test_a_slow_turns_result_does_not_wait_for_the_rest_of_its_batch(
+    raw_redis: aioredis.Redis,
     client: Client,
 ) -> None:
     await client.pause("alpha")  # so the four turns are read as one batch
@@ -149,21 +157,23 @@ async def test_a_slow_turns_result_does_not_wait_for_the_rest_of_its_batch(
     await client.resume("alpha")
     assert [v async for v in client.results("alpha", ids[0])] == []  # the first one ended
     last = client.transport.keys.reply("alpha", ids[-1])
-    assert await client.transport.redis.xlen(last) == 0  # while the last had not yet run
+    assert await raw_redis.xlen(last) == 0  # while the last had not yet run
     assert [v async for v in client.results("alpha", ids[-1])] == []
 
 
 # -- cleanup and hooks ------------------------------------------------------------------
 
 
-async def test_processed_entries_are_deleted_and_replies_expire(client: Client) -> None:
+async def test_processed_entries_are_deleted_and_replies_expire(
+    raw_redis: aioredis.Redis, client: Client
+) -> None:
     ids = await client.send_many("alpha", "add", [{"a": i, "b": 1} for i in range(50)])
     turn_id = await client.send("alpha", "count", kwargs={"n": 3}, reply=True)
     assert [v async for v in client.results("alpha", turn_id)] == [0, 1, 2]
     with pytest.raises(TurnTimeoutError):
         await client.call("alpha", "slow", kwargs={"seconds": 3}, timeout=0.1)
 
-    redis, keys = client.transport.redis, client.transport.keys
+    redis, keys = raw_redis, client.transport.keys
     assert await redis.xlen(keys.turns("alpha")) == 0
     assert (await redis.xpending(keys.turns("alpha"), GROUP))["pending"] == 0
     ttl = await redis.pttl(keys.reply("alpha", turn_id))

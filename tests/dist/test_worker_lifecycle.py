@@ -51,7 +51,11 @@ async def test_signed_turns_run_and_unsigned_ones_are_refused(
 
 
 async def test_sigterm_lets_a_turn_longer_than_the_lease_commit_then_exits_0(
-    start: StartWorker, client: Client, store: aioredis.Redis, app_key: Callable[[str], str]
+    raw_redis: aioredis.Redis,
+    start: StartWorker,
+    client: Client,
+    store: aioredis.Redis,
+    app_key: Callable[[str], str],
 ) -> None:
     worker = start("--lease-ms", "700")
     call = asyncio.create_task(client.call("alpha", "long", kwargs={"seconds": 1.6}))
@@ -60,4 +64,4 @@ async def test_sigterm_lets_a_turn_longer_than_the_lease_commit_then_exits_0(
     assert await asyncio.wait_for(call, 15) == worker.pid
     assert await asyncio.to_thread(worker.wait, 15) == 0
     assert await store.get(app_key("runs:long")) == "1"
-    assert await client.transport.redis.xlen(client.transport.keys.turns("alpha")) == 0
+    assert await raw_redis.xlen(client.transport.keys.turns("alpha")) == 0

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pygents_dist import Client
+from pygents_dist import Client, _lock
 from pygents_dist._keys import Keys
 from pygents_dist._transport import Transport
 from pygents_dist.testing import WorkerPool, WorkerProcess
@@ -140,22 +140,22 @@ async def test_release_never_frees_another_holders_lock(redis_url: str, key_pref
     transport = Transport.from_url(redis_url, namespace=key_prefix)
     keys = Keys(key_prefix)
     try:
-        assert await transport.try_lock(LOCK, "first", 200)
+        assert await _lock.try_lock(transport, LOCK, "first", 200)
         async with raw_redis(redis_url) as r:
 
             async def expired() -> bool:
                 return not await r.exists(keys.lock(LOCK))
 
             await wait_for(expired, 5, "the first holder's lease to expire")
-            assert await transport.try_lock(LOCK, "second", 10_000)
-            assert not await transport.unlock(LOCK, "first"), "a late release freed the lock"
-            assert not await transport.renew_lock(LOCK, "first", 10_000)
+            assert await _lock.try_lock(transport, LOCK, "second", 10_000)
+            assert not await _lock.unlock(transport, LOCK, "first"), "a late release freed the lock"
+            assert not await _lock.renew_lock(transport, LOCK, "first", 10_000)
             assert await r.get(keys.lock(LOCK)) == b"second"
-            assert not await transport.try_lock(LOCK, "third", 10_000)
-            assert await transport.unlock(LOCK, "second")
-            assert await transport.try_lock(LOCK, "third", 10_000)
+            assert not await _lock.try_lock(transport, LOCK, "third", 10_000)
+            assert await _lock.unlock(transport, LOCK, "second")
+            assert await _lock.try_lock(transport, LOCK, "third", 10_000)
     finally:
-        await transport.unlock(LOCK, "third")
+        await _lock.unlock(transport, LOCK, "third")
         await transport.aclose()
 
 

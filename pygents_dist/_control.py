@@ -1,0 +1,133 @@
+"""Control and inspection: pause and resume, cancellation requests, worker heartbeats, and
+the per-agent status the CLI shows.
+
+Pause is a flag in the agent's state hash that fetches and takes check (so it holds for every
+worker); a cancel request is a field per turn id in the agent's cancel hash, read when a
+batch is fetched and while a turn runs; each live worker keeps a heartbeat key with a TTL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pygents_dist._keys import GROUP
+from pygents_dist._redis_errors import first_error, reply_code
+from pygents_dist._streams import signal
+from pygents_dist._transport import Transport
+
+__all__ = [
+    "agent_status",
+    "cancelled",
+    "forget_worker",
+    "heartbeat",
+    "is_paused",
+    "request_cancel",
+    "set_paused",
+    "workers",
+]
+
+_SCAN_COUNT = 500
+
+
+async def set_paused(transport: Transport, agent: str, paused: bool) -> None:
+    """Pause or resume an agent for every worker."""
+    state = transport.keys.state(agent)
+    if paused:
+        await transport.execute([("HSET", state, "paused", 1)], "pause")
+    else:
+        await transport.execute([("HDEL", state, "paused")], "resume")
+        await signal(transport, [agent])
+
+
+async def is_paused(transport: Transport, agent: str) -> bool:
+    """Whether ``agent`` is paused."""
+    (found,) = await transport.execute(
+        [("HEXISTS", transport.keys.state(agent), "paused")], "pause"
+    )
+    return bool(found)
+
+
+async def request_cancel(transport: Transport, agent: str, turn_id: str) -> None:
+    """Ask workers to cancel one turn (before it starts, or while it runs)."""
+    await transport.execute([("HSET", transport.keys.cancel(agent), turn_id, 1)], "cancel")
+
+
+async def cancelled(transport: Transport, agent: str, turn_ids: Sequence[str]) -> list[bool]:
+    """Which of ``turn_ids`` have a cancellation request."""
+    if not turn_ids:
+        return []
+    (raw,) = await transport.execute([("HMGET", transport.keys.cancel(agent), *turn_ids)], "cancel")
+    return [v is not None for v in raw]
+
+
+async def heartbeat(
+    transport: Transport, worker_id: str, info: bytes, ttl_ms: int, create: bool
+) -> bool:
+    """Refresh a worker's liveness key; False if it vanished (Redis lost its data)."""
+    key = transport.keys.worker(worker_id)
+    command: tuple[Any, ...] = ("SET", key, info, "PX", ttl_ms)
+    (got,) = await transport.execute([command if create else (*command, "XX")], "heartbeat")
+    return got is not None
+
+
+async def forget_worker(transport: Transport, worker_id: str) -> None:
+    """Remove a stopping worker's liveness key."""
+    await transport.execute([("DEL", transport.keys.worker(worker_id))], "heartbeat")
+
+
+async def workers(transport: Transport) -> dict[str, bytes]:
+    """Live workers -> their msgpack info."""
+    keys: list[bytes] = []
+    cursor: bytes | int = 0
+    pattern = transport.keys.worker_pattern
+    while True:
+        command = ("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
+        ((cursor, found),) = await transport.execute([command], "workers")
+        keys.extend(found)
+        if int(cursor) == 0:
+            break
+    if not keys:
+        return {}
+    (values,) = await transport.execute([("MGET", *keys)], "workers")
+    return {k.decode().rsplit(":", 1)[1]: v for k, v in zip(keys, values, strict=False) if v}
+
+
+async def agent_status(transport: Transport, agents: Sequence[str]) -> list[dict[str, Any]]:
+    """Per agent: queue depth, pending count, oldest pending entry, owner, paused."""
+    k = transport.keys
+    commands: list[tuple[Any, ...]] = []
+    for agent in agents:
+        commands += [
+            ("XLEN", k.turns(agent)),
+            ("XPENDING", k.turns(agent), GROUP),
+            ("GET", k.owner(agent)),
+            ("HGET", k.state(agent), "paused"),
+        ]
+    # A stream without its group (Redis lost its data) answers XPENDING with an error: it
+    # then has nothing in flight, which is what the status shows.
+    raw = await transport.execute_raw(commands, "status") if commands else []
+    first_error([r for r in raw if not _is_no_group(r)], "status")
+    out = []
+    for i, agent in enumerate(agents):
+        length, pending, owner, paused = raw[4 * i : 4 * i + 4]
+        in_flight, oldest = (pending[0], pending[1]) if isinstance(pending, list) else (0, None)
+        out.append(
+            {
+                "agent": agent,
+                "depth": length if isinstance(length, int) else 0,
+                "in_flight": in_flight,
+                "oldest_pending": _text(oldest),
+                "owner": _text(owner),
+                "paused": bool(paused),
+            }
+        )
+    return out
+
+
+def _is_no_group(reply: Any) -> bool:
+    return isinstance(reply, Exception) and reply_code(reply) == "NOGROUP"
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value

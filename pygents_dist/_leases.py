@@ -1,0 +1,160 @@
+"""Owning agents: taking an agent's lease with its first batch, renewing and giving it up.
+
+An agent is served by one worker at a time: the one holding its lease (``Keys.owner``, a
+value ``<worker>:<fence>`` with a TTL). ``lua/take.lua`` takes it together with the agent's
+context and first batch; the fence number in the value is the token every later fetch and
+commit must show. The ``owned`` sorted set records each lease's expiry so that any worker
+can find agents whose owner died (``expired_owners``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pygents_dist._keys import GROUP
+from pygents_dist._transport import Entry, Transport, entries
+
+__all__ = [
+    "Taken",
+    "expired_owners",
+    "mark_owned",
+    "release",
+    "renew",
+    "take",
+    "take_many",
+    "take_many_call",
+]
+
+_EXPIRED_PER_SWEEP = 1000
+
+
+@dataclasses.dataclass(slots=True)
+class Taken:
+    """What ``take`` found (see ``lua/take.lua``).
+
+    ``status``: 0 taken, -3 taken but the stream has no group, 1 owned by another worker,
+    2 paused, 3 idle (1-3: no lease was taken); from ``take_many``, 4: needs a full
+    ``take``. When taken: the owner value (fencing token), the context blobs, how many sends
+    wait in the outbox, the claimed pending entries' delivery counts, and the first batch
+    with its flags (``pending``: it holds claimed entries, read from this consumer's pending
+    list).
+    """
+
+    status: int
+    owner: str = ""
+    queue: bytes | None = None
+    pool: bytes | None = None
+    outbox: int = 0
+    counts: dict[bytes, int] = dataclasses.field(default_factory=dict)
+    entries: list[Entry] = dataclasses.field(default_factory=list)
+    flags: list[bytes] = dataclasses.field(default_factory=list)
+    pending: bool = False
+
+
+async def take(
+    transport: Transport,
+    agent: str,
+    worker_id: str,
+    lease_ms: int,
+    count: int,
+    claimed_count: int = 1,
+    claim: int = 1000,
+) -> Taken:
+    """Own ``agent`` if it has work, with its first batch, in one round trip
+    (``lua/take.lua``); see ``Taken``. The caller records the lease in the ``owned`` set
+    (``mark_owned``)."""
+    keys = list(transport.keys.for_agent(agent))
+    args = [worker_id, lease_ms, GROUP, count, claim, claimed_count]
+    (got,) = await transport.scripts.coalesced([("take", keys, args)])
+    status = int(got[0])
+    if status > 0:
+        return Taken(status)
+    taken = Taken(status, got[1].decode(), got[2] or None, got[3] or None, int(got[4]))
+    if status == 0:
+        taken.counts = {e: int(c) for e, c in zip(got[5], got[6], strict=False)}
+        taken.entries = entries(got[7])
+        taken.flags = list(got[8])
+        taken.pending = bool(got[9])
+    return taken
+
+
+async def take_many(
+    transport: Transport, agents: Sequence[str], worker_id: str, lease_ms: int, count: int
+) -> list[Taken]:
+    """``take`` for many agents in one round trip (``lua/take_many.lua``), for the plain
+    case only: an agent with pending entries, waiting sends or no group comes back with
+    status 4 and no lease, for ``take``. Taken ones (status 0) carry their first batch."""
+    keys, args = take_many_call(transport, agents, worker_id, lease_ms, count)
+    return taken_many(await transport.scripts.run_one("take_many", keys, args))
+
+
+def take_many_call(
+    transport: Transport, agents: Sequence[str], worker_id: str, lease_ms: int, count: int
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``lua/take_many.lua`` (to pipeline it behind a commit)."""
+    for_agent = transport.keys.for_agent
+    keys = [key for a in agents for key in for_agent(a)]
+    return keys, [worker_id, lease_ms, GROUP, count]
+
+
+def taken_many(got: Any) -> list[Taken]:
+    """``lua/take_many.lua``'s reply: a ``Taken`` per agent (status 0 with its first batch)."""
+    out = []
+    for one in got:
+        status = int(one[0])
+        if status != 0:
+            out.append(Taken(status))
+            continue
+        taken = Taken(0, one[1].decode(), one[2] or None, one[3] or None)
+        taken.entries = entries(one[4])
+        taken.flags = list(one[5])
+        out.append(taken)
+    return out
+
+
+async def renew(transport: Transport, leases: dict[str, str], lease_ms: int) -> dict[str, bool]:
+    """Extend owned agents' leases; ``{agent: still ours}``."""
+    if not leases:
+        return {}
+    owner = transport.keys.owner
+    calls = [("renew", [owner(a)], [value, lease_ms]) for a, value in leases.items()]
+    results = await transport.scripts.run(calls, "renew")
+    expiry = time.time() * 1000 + lease_ms
+    await mark_owned(transport, dict.fromkeys(leases, expiry), ())
+    return {agent: bool(r) for agent, r in zip(leases, results, strict=True)}
+
+
+async def release(transport: Transport, agent: str, value: str) -> None:
+    """Give up ``agent`` if still ours."""
+    await transport.scripts.run_one("release", [transport.keys.owner(agent)], [value])
+    await mark_owned(transport, {}, [agent])
+
+
+async def expired_owners(transport: Transport) -> list[str]:
+    """Agents whose owner stopped renewing (dead or stalled).
+
+    They stay in the set until a worker serving them takes them over (which rewrites the
+    expiry) or releases them, so a worker that does not serve an agent cannot hide it
+    from the ones that do.
+    """
+    now = time.time() * 1000
+    command = ("ZRANGEBYSCORE", transport.keys.owned, "-inf", now, "LIMIT", 0, _EXPIRED_PER_SWEEP)
+    (raw,) = await transport.execute([command], "owned")
+    return [a.decode() for a in raw]
+
+
+async def mark_owned(transport: Transport, add: dict[str, float], remove: Iterable[str]) -> None:
+    """Record lease expiries (ms) of agents taken, and forget agents given up, in the
+    ``owned`` set that ``expired_owners`` sweeps."""
+    commands: list[tuple[Any, ...]] = []
+    if add:
+        scored = [part for agent, expiry in add.items() for part in (expiry, agent)]
+        commands.append(("ZADD", transport.keys.owned, *scored))
+    gone = list(remove)
+    if gone:
+        commands.append(("ZREM", transport.keys.owned, *gone))
+    if commands:
+        await transport.execute(commands, "owned")
