@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ConnectionError
 
+from pygents_dist import testing
 from pygents_dist.testing import (
     ExternalRedis,
     RedisServer,
@@ -176,6 +177,20 @@ async def test_resolve_redis_starts_a_private_server_without_docker() -> None:
             assert await r.ping()
     finally:
         endpoint.close()
+
+
+def test_resolve_redis_sees_patches_of_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """resolve_redis lives in a private module; patching the public names must still reach it."""
+
+    class FakeContainer:
+        url = "redis://container.invalid:6379"
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(testing, "docker_available", lambda: True)
+    monkeypatch.setattr(testing, "ContainerRedis", FakeContainer)
+    assert isinstance(resolve_redis(environ={}), FakeContainer)
 
 
 # --- TcpProxy ---------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""Real Redis servers, network faults and worker processes for tests and benchmarks.
+
+Nothing here is a fake: :class:`RedisServer` runs ``redis-server`` from ``PATH``,
+:class:`TcpProxy` sits on a real socket between a client and Redis, and :class:`WorkerProcess`
+runs ``python -m pygents_dist worker`` as a child process. Every object that starts a process
+kills it when closed, when garbage collected, and at interpreter exit, so a failing test never
+leaks one. This package imports only the standard library (``testcontainers`` is imported only
+when :func:`resolve_redis` decides to start a container).
+
+Everything is imported from here; the private modules behind it are ``_ports`` and
+``_processes`` (shared helpers), ``_tls`` and ``_redis_server`` (a private ``redis-server``),
+``_endpoints`` (where a test's Redis comes from), ``_fault_proxy`` (:class:`TcpProxy`) and
+``_worker_processes`` (:class:`WorkerProcess`, :class:`WorkerPool`).
+
+The pytest fixtures built on these live in :mod:`pygents_dist.pytest_plugin`.
+"""
+
+from pygents_dist.testing._endpoints import (
+    ContainerRedis,
+    ExternalRedis,
+    RedisEndpoint,
+    docker_available,
+    resolve_redis,
+)
+from pygents_dist.testing._fault_proxy import TcpProxy
+from pygents_dist.testing._ports import free_port
+from pygents_dist.testing._redis_server import RedisServer
+from pygents_dist.testing._worker_processes import WorkerPool, WorkerProcess
+
+__all__ = [
+    "ContainerRedis",
+    "ExternalRedis",
+    "RedisEndpoint",
+    "RedisServer",
+    "TcpProxy",
+    "WorkerPool",
+    "WorkerProcess",
+    "docker_available",
+    "free_port",
+    "resolve_redis",
+]
