@@ -1,13 +1,26 @@
-"""Import rules: only the Redis plumbing imports redis; the core imports only the stdlib."""
+"""Layering: only the Redis plumbing imports redis or holds a redis-py object; the core
+imports only the standard library and never pygents_dist."""
 
 from __future__ import annotations
 
 import ast
+import asyncio
+import collections
+import logging
 import sys
+import types
 from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
 
 import pygents
 import pygents_dist
+from pygents import Agent, tool
+from pygents_dist import Client, Worker, WorkerSettings
+from pygents_dist._connections import Connections
+from pygents_dist._scripts import Scripts
+from pygents_dist._transport import Transport
 
 CORE = Path(pygents.__file__).parent
 DIST = Path(pygents_dist.__file__).parent
@@ -62,3 +75,85 @@ def test_core_never_imports_dist() -> None:
         if top(name) == "pygents_dist"
     }
     assert offenders == set()
+
+
+# -- behaviour: who holds a redis-py object --------------------------------------------------
+
+#: Objects whose insides are the Redis plumbing, and objects that are not ours to walk (the
+#: event loop reaches every socket of the process, whoever opened it).
+PLUMBING = (Transport, Connections, Scripts)
+NOT_OURS = (
+    asyncio.AbstractEventLoop,
+    asyncio.Future,
+    types.ModuleType,
+    types.FrameType,
+    types.CoroutineType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    type,
+    logging.Logger,
+)
+
+
+def redis_objects_outside_plumbing(root: object, name: str) -> list[str]:
+    """Paths from ``root`` to every redis-py object reachable without passing through the
+    Redis plumbing: through attributes, slots, bound methods and containers."""
+    found: list[str] = []
+    seen: set[int] = set()
+    queue: collections.deque[tuple[object, str]] = collections.deque([(root, name)])
+    while queue:
+        obj, path = queue.popleft()
+        if id(obj) in seen or isinstance(obj, PLUMBING + NOT_OURS):
+            continue
+        seen.add(id(obj))
+        if type(obj).__module__.split(".")[0] == "redis":
+            found.append(f"{path}: {type(obj).__qualname__}")
+            continue
+        children: list[tuple[object, str]] = []
+        if isinstance(obj, dict):
+            children += [(v, f"{path}[{k!r}]") for k, v in obj.items()]
+            children += [(k, f"{path}.<key>") for k in obj]
+        elif isinstance(obj, list | tuple | set | frozenset | collections.deque):
+            children += [(v, f"{path}[{i}]") for i, v in enumerate(obj)]
+        elif isinstance(obj, types.MethodType):
+            children.append((obj.__self__, f"{path}.__self__"))
+        else:
+            children += [(v, f"{path}.{k}") for k, v in getattr(obj, "__dict__", {}).items()]
+            for cls in type(obj).__mro__:
+                for slot in getattr(cls, "__slots__", ()):
+                    if hasattr(obj, slot):
+                        children.append((getattr(obj, slot), f"{path}.{slot}"))
+        queue.extend(children)
+    return found
+
+
+def test_the_walk_finds_a_redis_client_held_outside_the_plumbing() -> None:
+    holder = types.SimpleNamespace(inner={"x": [aioredis.Redis()]})
+    assert redis_objects_outside_plumbing(holder, "holder") == ["holder.inner['x'][0]: Redis"]
+
+
+@pytest.mark.integration
+async def test_a_running_worker_and_a_client_hold_redis_only_through_the_transport(
+    redis_url: str, key_prefix: str
+) -> None:
+    @tool
+    async def layered_echo(value: int) -> int:
+        return value
+
+    agent = Agent("layered", "echoes", [layered_echo])
+    settings = WorkerSettings(redis_url=redis_url, namespace=key_prefix)
+    worker = Worker(settings, [agent])
+    ready = asyncio.Event()
+    running = asyncio.create_task(worker.run(on_ready=lambda _id: ready.set()))
+    try:
+        await asyncio.wait_for(ready.wait(), 15)
+        transport = Transport.from_url(redis_url, namespace=key_prefix)
+        async with Client(transport=transport) as client:
+            assert await client.call("layered", "layered_echo", kwargs={"value": 7}) == 7
+            assert redis_objects_outside_plumbing(worker, "worker") == []
+            assert redis_objects_outside_plumbing(client, "client") == []
+        await transport.ping()  # the client left the transport it was given open
+        await transport.aclose()
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
