@@ -210,6 +210,10 @@ class Hook:
     __slots__ = ("__dict__", "_plan", "_type_ids", "fn", "lock", "metadata", "tags", "type")
 
     type: HookType | tuple[HookType, ...]
+    # Copied from the function by functools.update_wrapper (kept in __dict__).
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[..., Awaitable[Any]]
 
     def __init__(
         self,

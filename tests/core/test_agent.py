@@ -484,7 +484,8 @@ async def test_agent_hook_decorators_add_to_hooks() -> None:
     async def before(agent: Agent) -> None:
         pass
 
-    assert [h.type for h in agent.hooks] == [AgentHook.BEFORE_TURN]
+    assert agent.hooks == [before]
+    assert before.type is AgentHook.BEFORE_TURN
 
 
 async def test_global_agent_hook_fires_for_every_agent() -> None:
@@ -525,7 +526,8 @@ async def test_agent_on_complete_is_a_turn_hook_for_every_turn() -> None:
     await agent.put(second)
     await _drain(agent)
     assert events == [(first, StopReason.COMPLETED), (second, StopReason.COMPLETED)]
-    assert [h.type for h in agent.turn_hooks] == [TurnHook.ON_COMPLETE]
+    assert len(agent.turn_hooks) == 1
+    assert HookRegistry.get_by_type(TurnHook.ON_COMPLETE, agent.turn_hooks) == agent.turn_hooks
 
 
 async def test_agent_turn_hooks_are_not_added_to_turns() -> None:

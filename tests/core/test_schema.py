@@ -13,7 +13,10 @@ def _input_property(annotation: Any) -> Any:
 
     probe.__annotations__ = {"value": annotation, "return": None}
     made = tool()(probe)
-    return made.metadata.input_schema["properties"]["value"]
+    schema = made.metadata.input_schema
+    assert schema is not None
+    assert schema is not None
+    return schema["properties"]["value"]
 
 
 def _output(annotation: Any) -> Any:
@@ -31,6 +34,8 @@ def test_input_schema_is_object_with_properties_and_required() -> None:
         pass
 
     schema = search.metadata.input_schema
+
+    assert schema is not None
     assert schema["type"] == "object"
     assert schema["properties"] == {
         "query": {"type": "string"},
@@ -45,6 +50,8 @@ def test_parameter_with_default_is_not_required() -> None:
         pass
 
     schema = search.metadata.input_schema
+
+    assert schema is not None
     assert set(schema["properties"]) == {"query", "limit"}
     assert schema["required"] == ["query"]
 
@@ -67,6 +74,8 @@ def test_context_parameters_are_left_out_of_input_schema() -> None:
         pass
 
     schema = reader.metadata.input_schema
+
+    assert schema is not None
     assert set(schema["properties"]) == {"query"}
     assert schema["required"] == ["query"]
 
