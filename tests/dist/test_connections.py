@@ -35,7 +35,9 @@ async def test_replies_come_back_in_order_with_errors_in_place(
         await transport.aclose()
 
 
-async def test_a_cancelled_wait_never_answers_the_next_call(redis_url: str, key_prefix: str) -> None:
+async def test_a_cancelled_wait_never_answers_the_next_call(
+    redis_url: str, key_prefix: str
+) -> None:
     transport = Transport.from_url(redis_url, namespace=key_prefix)
     stream = f"{key_prefix}:replies"
     try:

@@ -149,7 +149,9 @@ async def test_send_batch_reaches_every_agent_and_refuses_bad_input_first(
         await client.send_batch([(NAMES[1], "tally", {"agent": NAMES[1], "i": object()})])
     # nothing of either batch was sent
     assert [await stream_length(client, a) for a in NAMES[:2]] == [0, 0]
-    ids = await client.send_batch([(a, "tally", {"agent": a, "i": i}) for a in NAMES for i in (1, 2)])
+    ids = await client.send_batch(
+        [(a, "tally", {"agent": a, "i": i}) for a in NAMES for i in (1, 2)]
+    )
     assert len(set(ids)) == 2 * CROWD
     await eventually(lambda: drained(client, NAMES), "every agent drained and let go")
     for agent in NAMES:

@@ -36,6 +36,15 @@ class Served(Protocol):
     async def error(self, tool: str, timeout: float = 60, **kwargs: Any) -> tuple[str, str]:
         """Run a failing tool: its exception's type name and message."""
 
+    def iterate(self, tool: str, **kwargs: Any) -> AsyncIterator[Any]:
+        """Run a generator tool, yielding its values as they come."""
+
+    async def pause(self) -> None:
+        """Pause the agent: no new turn of it starts until ``resume``."""
+
+    async def resume(self) -> None:
+        """Let the paused agent run again."""
+
 
 class Local:
     """The parity agent on the core, in this process."""
@@ -64,6 +73,17 @@ class Local:
         except Exception as exc:
             return type(exc).__name__, str(exc)
         raise AssertionError(f"{tool} did not fail")
+
+    async def iterate(self, tool: str, **kwargs: Any) -> AsyncIterator[Any]:
+        await self.agent.put(Turn(tool, kwargs=kwargs))
+        async for _turn, value in self.agent.run():
+            yield value
+
+    async def pause(self) -> None:
+        self.agent.pause()
+
+    async def resume(self) -> None:
+        self.agent.resume()
 
 
 class Remote:
@@ -94,6 +114,16 @@ class Remote:
         except RemoteError as exc:
             return exc.type_name, exc.remote_message
         raise AssertionError(f"{tool} did not fail")
+
+    async def iterate(self, tool: str, **kwargs: Any) -> AsyncIterator[Any]:
+        async for value in self.client.stream(AGENT, tool, kwargs=kwargs):
+            yield value
+
+    async def pause(self) -> None:
+        await self.client.pause(AGENT)
+
+    async def resume(self) -> None:
+        await self.client.resume(AGENT)
 
 
 @pytest.fixture(
@@ -149,3 +179,56 @@ async def test_the_agent_keeps_working_after_errors(served: Served) -> None:
     results = [await served.call("add", a=i, b=i) for i in range(3)]
     assert results == [0, 2, 4]
     assert await asyncio.wait_for(served.stream("count", n=2), 10) == [0, 1]
+
+
+# --- behaviours of pygents 0.7.0 (core-0.7.0-facts.md) that cross the process boundary ----
+
+
+@pytest.mark.parametrize(
+    ("what", "type_name", "required"),
+    [
+        ("limit", "ValueError", "limit must be >= 1"),
+        ("lookup", "UnregisteredToolError", "'nonexistent' not found"),
+        ("item", "ValueError", "'id' and 'description'"),
+    ],
+)
+async def test_a_core_error_reaches_the_caller_with_the_same_message(
+    served: Served, what: str, type_name: str, required: str
+) -> None:
+    name, message = await served.error("misuse", what=what)
+    assert name == type_name
+    assert required in message
+    expected = {
+        "limit": "ContextQueue limit must be >= 1 (an integer), got 0",
+        "item": "ContextPool requires a ContextItem with both 'id' and 'description' set; "
+        "got id='half', description=None",
+    }
+    if what in expected:
+        assert message == expected[what]
+
+
+async def test_a_pause_lets_the_running_turn_finish_then_holds_the_next(served: Served) -> None:
+    values: list[int] = []
+
+    async def stream_and_pause() -> None:
+        async for value in served.iterate("ticks", n=3, seconds=0.2):
+            values.append(value)
+            if value == 0:
+                await served.pause()  # while the turn runs: it still completes
+
+    try:
+        # Locally run() then ends although paused (nothing else is queued): 0.7.0's gate.
+        await asyncio.wait_for(stream_and_pause(), 10)
+        assert values == [0, 1, 2]
+        held = asyncio.create_task(served.call("add", a=1, b=2))
+        done, _pending = await asyncio.wait({held}, timeout=0.5)
+        assert not done, "a turn started while the agent was paused"
+    finally:
+        await served.resume()
+    assert await asyncio.wait_for(held, 10) == 3
+
+
+async def test_a_plain_function_hook_fires_the_same(served: Served) -> None:
+    assert await served.call("mark", label="first") == "first"
+    assert await served.call("mark", label="second") == "second"
+    assert (await served.call("marks"))[-2:] == ["first", "second"]
