@@ -25,6 +25,8 @@ from pygents.tool import BaseTool
 __all__ = ["StopReason", "Turn", "TurnMetadata"]
 
 _now = datetime.now
+_NO_TAGS: frozenset[str] = frozenset()
+_TOOLS = ToolRegistry._tools  # never replaced, only mutated
 _G_BEFORE = global_hooks(TurnHook.BEFORE_RUN)
 _G_AFTER = global_hooks(TurnHook.AFTER_RUN)
 _G_TIMEOUT = global_hooks(TurnHook.ON_TIMEOUT)
@@ -107,6 +109,22 @@ class Turn[T]:
         UnregisteredToolError: the tool is not in ``ToolRegistry``.
     """
 
+    # Slots: a program makes and queues many turns, and each dict less is less for the
+    # garbage collector to walk. ``__dict__`` keeps any other attribute settable (0.7.0).
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_running",
+        "args",
+        "hooks",
+        "kwargs",
+        "metadata",
+        "output",
+        "tags",
+        "timeout",
+        "tool",
+    )
+
     _running: bool
     hooks: list[HookFn]
 
@@ -118,16 +136,17 @@ class Turn[T]:
         kwargs: dict[str, Any] | None = None,
         tags: Iterable[str] | None = None,
     ) -> None:
-        setattr_ = object.__setattr__
-        setattr_(self, "_running", False)
-        setattr_(self, "tool", _resolve(tool))
-        setattr_(self, "timeout", timeout)
-        setattr_(self, "args", list(args) if args else [])
-        setattr_(self, "kwargs", dict(kwargs) if kwargs else {})
-        setattr_(self, "tags", frozenset(tags) if tags else frozenset())
-        setattr_(self, "metadata", TurnMetadata())
-        setattr_(self, "output", None)
-        setattr_(self, "hooks", [])
+        # Straight into the slots: the guard in __setattr__ has nothing to check on a new
+        # turn, and going through it (or object.__setattr__) cost half of making a turn.
+        _set_running(self, False)
+        _set_tool(self, _resolve(tool))
+        _set_timeout(self, timeout)
+        _set_args(self, list(args) if args else [])
+        _set_kwargs(self, dict(kwargs) if kwargs else {})
+        _set_tags(self, frozenset(tags) if tags else _NO_TAGS)
+        _set_metadata(self, TurnMetadata())
+        _set_output(self, None)
+        _set_hooks(self, [])
 
     tool: BaseTool
     timeout: float
@@ -407,10 +426,41 @@ class Turn[T]:
         return twin
 
 
+# The slots' own setters, for Turn.__init__.
+(
+    _set_running,
+    _set_tool,
+    _set_timeout,
+    _set_args,
+    _set_kwargs,
+    _set_tags,
+    _set_metadata,
+    _set_output,
+    _set_hooks,
+) = (
+    Turn.__dict__[name].__set__
+    for name in (
+        "_running",
+        "tool",
+        "timeout",
+        "args",
+        "kwargs",
+        "tags",
+        "metadata",
+        "output",
+        "hooks",
+    )
+)
+
+
 def _resolve(tool: str | BaseTool) -> BaseTool:
+    if type(tool) is str:  # the common case, first: one dict lookup
+        found = _TOOLS.get(tool)
+        if found is not None:
+            return found
+        return ToolRegistry.get(tool)  # raises, naming the tool
     if isinstance(tool, BaseTool):
-        registered = ToolRegistry.get(tool.__name__)
-        return registered
+        return ToolRegistry.get(tool.__name__)
     if isinstance(tool, str):
         return ToolRegistry.get(tool)
     raise TypeError(f"Turn needs a tool name or a tool object, got {type(tool).__name__}")
