@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from pygents import Agent, Turn
+from pygents import Agent, HookRegistry, Turn
 from pygents.errors import TurnTimeoutError
 from pygents_dist import Client, RemoteError
 from pygents_dist.testing import RedisEndpoint
@@ -38,6 +38,9 @@ class Served(Protocol):
 
     def iterate(self, tool: str, **kwargs: Any) -> AsyncIterator[Any]:
         """Run a generator tool, yielding its values as they come."""
+
+    async def call_turn(self, turn: Turn[Any]) -> Any:
+        """Run a core ``Turn`` (its hooks go with it) and return its result."""
 
     async def pause(self) -> None:
         """Pause the agent: no new turn of it starts until ``resume``."""
@@ -73,6 +76,11 @@ class Local:
         except Exception as exc:
             return type(exc).__name__, str(exc)
         raise AssertionError(f"{tool} did not fail")
+
+    async def call_turn(self, turn: Turn[Any]) -> Any:
+        await self.agent.put(turn)
+        (value,) = [value async for _turn, value in self.agent.run()]
+        return value
 
     async def iterate(self, tool: str, **kwargs: Any) -> AsyncIterator[Any]:
         await self.agent.put(Turn(tool, kwargs=kwargs))
@@ -115,6 +123,9 @@ class Remote:
             return exc.type_name, exc.remote_message
         raise AssertionError(f"{tool} did not fail")
 
+    async def call_turn(self, turn: Turn[Any]) -> Any:
+        return await self.client.call(AGENT, turn)
+
     async def iterate(self, tool: str, **kwargs: Any) -> AsyncIterator[Any]:
         async for value in self.client.stream(AGENT, tool, kwargs=kwargs):
             yield value
@@ -136,6 +147,7 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
         return
     server: RedisEndpoint = request.getfixturevalue("redis_server")
     namespace: str = request.getfixturevalue("parity_namespace")
+    build()  # the caller's process has the app too, as a service sending core Turns does
     async with Client(server.url, namespace=namespace) as client:
         yield Remote(client)
 
@@ -232,3 +244,10 @@ async def test_a_plain_function_hook_fires_the_same(served: Served) -> None:
     assert await served.call("mark", label="first") == "first"
     assert await served.call("mark", label="second") == "second"
     assert (await served.call("marks"))[-2:] == ["first", "second"]
+
+
+async def test_a_turn_carries_a_plain_function_hook_by_name(served: Served) -> None:
+    turn: Turn[Any] = Turn("mark", kwargs={"label": "carried"})
+    turn.hooks.append(HookRegistry.get("note_output"))  # a plain function with .type
+    assert await served.call_turn(turn) == "carried"
+    assert (await served.call("marks"))[-2:] == ["output carried", "carried"]

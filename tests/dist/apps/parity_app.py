@@ -16,8 +16,10 @@ from pygents import (
     ContextItem,
     ContextPool,
     ContextQueue,
+    HookRegistry,
     ToolRegistry,
     Turn,
+    TurnHook,
     tool,
 )
 
@@ -87,6 +89,13 @@ def build() -> Agent:
             marked.append(value)
 
     note_mark.type = AgentHook.ON_TURN_VALUE  # type: ignore[attr-defined]
+
+    async def note_output(turn: Turn[Any], output: Any) -> None:
+        """A duck-typed turn hook, registered by name so that a turn can carry it."""
+        marked.append(f"output {output}")
+
+    note_output.type = (TurnHook.AFTER_RUN,)  # type: ignore[attr-defined]
+    HookRegistry.register(note_output)
 
     @tool
     async def mark(label: str) -> str:
