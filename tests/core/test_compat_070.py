@@ -38,6 +38,7 @@ from pygents import (
     UnregisteredAgentError,
     UnregisteredHookError,
     UnregisteredToolError,
+    UnserializableHookError,
     hook,
     tool,
 )
@@ -1692,3 +1693,54 @@ def test_tool_is_still_a_coroutine_tool() -> None:
         return 1
 
     assert isinstance(work, Tool)
+
+
+# --- Bad input: each misuse of the duck-typed surface names what is wrong -----------------
+
+
+def test_register_global_of_an_object_without_a_hook_type_raises() -> None:
+    async def untyped(turn: Any) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="'untyped' has no hook type"):
+        HookRegistry.register_global(untyped)
+    assert HookRegistry.get_global_by_type(TurnHook.BEFORE_RUN) == []
+
+
+def test_register_of_an_object_without_a_name_raises() -> None:
+    with pytest.raises(TypeError, match="needs a hook or function with a __name__"):
+        HookRegistry.register(object())  # type: ignore[arg-type]
+
+
+def test_saving_an_unregistered_plain_hook_names_it() -> None:
+    @tool
+    async def work() -> int:
+        return 1
+
+    turn = Turn("work")
+    turn.hooks.append(recorder([], "unsaved", TurnHook.BEFORE_RUN))
+    with pytest.raises(UnserializableHookError, match="'record' cannot be saved"):
+        turn.to_dict()
+
+
+def test_saving_a_registered_hook_without_a_type_names_it() -> None:
+    @tool
+    async def work() -> int:
+        return 1
+
+    async def typeless(turn: Any) -> None:
+        pass
+
+    HookRegistry.register(typeless)
+    turn = Turn("work")
+    turn.hooks.append(typeless)
+    with pytest.raises(UnserializableHookError, match="'typeless' cannot be saved: it declares"):
+        turn.to_dict()
+
+
+def test_a_hook_of_something_that_is_not_a_hook_type_raises() -> None:
+    async def odd(turn: Any) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="hook 'odd': 'before_run' is not a hook type"):
+        hook("before_run")(odd)  # type: ignore[arg-type]
