@@ -349,7 +349,8 @@ def hook(
         TypeError: the function is not ``async def``, or a fixed kwarg is not a parameter.
     """
     if isinstance(type, (list, tuple)) and not type:
-        raise ValueError(f"@hook needs at least one type, got an empty {_kind_of(type)}")
+        empty = "list" if isinstance(type, list) else "tuple"
+        raise ValueError(f"@hook needs at least one type, got an empty {empty}")
 
     def decorate(fn: Callable[..., Awaitable[Any]]) -> Hook:
         made = Hook(fn, type, lock=lock, tags=tags, fixed_kwargs=fixed_kwargs)
@@ -358,10 +359,6 @@ def hook(
         return made
 
     return decorate
-
-
-def _kind_of(value: object) -> str:
-    return "list" if isinstance(value, list) else "tuple"
 
 
 # -- the registry --------------------------------------------------------------------------
