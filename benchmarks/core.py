@@ -35,6 +35,9 @@ cleared before each repetition. Cases:
    add past the first 1000 evicts).
 6. ``turns_hooked``: case 1 with one global ``@hook(TurnHook.BEFORE_RUN)`` and one global
    ``@hook(AgentHook.AFTER_TURN)`` registered.
+7. ``put``: 100k ``await agent.put(Turn(...))`` of trivial turns, no ``run()``: queueing
+   alone, each turn made in the loop as a program makes it (``put (turns made before)``: the
+   put of turns made before the clock starts).
 
 No ``from __future__ import annotations`` here on purpose: with string annotations on its
 hook functions 0.7.0 runs case 6 about 2x slower (measured), which would flatter us.
@@ -92,8 +95,10 @@ RESULTS: dict[str, int] = {
     "pool_add": N_ADD,
     "turns_hooked": N_TURNS,
     "turns_hooked (run only)": N_TURNS,
+    "put": N_TURNS,
+    "put (turns made before)": N_TURNS,
 }
-INFO_ONLY = frozenset({"turns (run only)", "turns_hooked (run only)"})
+INFO_ONLY = frozenset({"turns (run only)", "turns_hooked (run only)", "put (turns made before)"})
 
 
 def reset_registries() -> None:
@@ -206,6 +211,32 @@ async def bench_pool_add() -> Timings:
     return {"pool_add": elapsed}
 
 
+async def bench_put() -> Timings:
+    """Case 7: ``await agent.put(Turn(...))`` alone, as a program queues work: each trivial
+    turn made and put in the loop, nothing runs them. ``put (turns made before)``: the put
+    of turns made before the clock starts."""
+
+    @tool()
+    async def bench_noop() -> int:
+        return 1
+
+    agent = Agent("bench_put", "Queues trivial turns", [bench_noop])
+    start = time.perf_counter()
+    for _ in range(N_TURNS):
+        await agent.put(Turn("bench_noop"))
+    made_in_loop = time.perf_counter() - start
+    assert len(agent.turns) == N_TURNS, len(agent.turns)
+
+    other = Agent("bench_put_made", "Queues turns made before", [bench_noop])
+    turns: list[Turn[Any]] = [Turn("bench_noop") for _ in range(N_TURNS)]
+    start = time.perf_counter()
+    for turn in turns:
+        await other.put(turn)
+    made_before = time.perf_counter() - start
+    assert len(other.turns) == N_TURNS, len(other.turns)
+    return {"put": made_in_loop, "put (turns made before)": made_before}
+
+
 async def _turns() -> Timings:
     return await bench_turns(hooked=False)
 
@@ -221,6 +252,7 @@ CASES: dict[str, Callable[[], Coroutine[Any, Any, Timings]]] = {
     "queue_append": bench_queue_append,
     "pool_add": bench_pool_add,
     "turns_hooked": _turns_hooked,
+    "put": bench_put,
 }
 
 

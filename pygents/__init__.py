@@ -22,11 +22,12 @@ from pygents.hooks import (
     ContextQueueHook,
     Hook,
     HookMetadata,
+    HookRegistry,
     ToolHook,
     TurnHook,
     hook,
 )
-from pygents.registry import AgentRegistry, HookRegistry, ToolRegistry
+from pygents.registry import AgentRegistry, ToolRegistry
 from pygents.tool import AsyncGenTool, BaseTool, Tool, ToolMetadata, tool
 from pygents.turn import StopReason, Turn
 

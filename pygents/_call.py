@@ -17,7 +17,8 @@ from typing import Any
 
 from pygents import _seams
 
-_log = logging.getLogger("pygents.tool")
+# 0.7.0 logs overridden fixed kwargs on "pygents"; programs read them with caplog.
+_log = logging.getLogger("pygents")
 
 _QUEUE, _POOL = 0, 1
 
@@ -80,6 +81,7 @@ class CallPlan:
         "names",
         "owner",
         "simple",
+        "what",
     )
 
     def __init__(
@@ -116,6 +118,7 @@ class CallPlan:
                 f"that its function does not accept; accepted names: {sorted(names)}"
             )
         self.owner = owner
+        self.what = what
         self.max_positional = positional
         self.names = frozenset(names)
         self.fixed = dict(fixed)
@@ -135,7 +138,10 @@ class CallPlan:
             merged = {k: (v() if callable(v) else v) for k, v in self.fixed.items()}
             for key in kwargs.keys() & merged.keys():
                 _log.warning(
-                    "%s: call-time keyword argument %r overrides its fixed value", self.owner, key
+                    "Fixed kwarg %r is overridden by call-time argument for %s %r.",
+                    key,
+                    self.what,
+                    self.owner,
                 )
             merged.update(kwargs)
             kwargs = merged

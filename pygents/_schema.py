@@ -2,6 +2,10 @@
 
 Worked out once at decoration. Unknown annotations become ``{}`` (anything) rather than an
 error: a schema is documentation for a model filling in arguments, not a validator.
+
+The shapes follow pygents 0.7.0, because programs compare schemas with ``==``: no schema
+(None) for a tool without parameters or without a return value, ``Optional[T]`` as ``T``'s
+schema alone, ``"required"`` only when something is, and no ``"default"`` keys.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ _SCALARS: dict[object, dict[str, Any]] = {
     type(None): {"type": "null"},
     None: {"type": "null"},
 }
+_NONE = type(None)
 _ARRAYS = (list, set, frozenset, tuple, typing.Sequence, typing.Iterable)
 
 
@@ -35,7 +40,10 @@ def schema_of(annotation: object) -> dict[str, Any]:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Union or origin is types.UnionType:
-        return {"anyOf": [schema_of(a) for a in args]}
+        members = [a for a in args if a is not _NONE]
+        if len(members) == 1:  # Optional[T]: T's schema alone, no null branch
+            return schema_of(members[0])
+        return {"anyOf": [{} if a is _NONE else schema_of(a) for a in args]}
     if origin is typing.Literal:
         return {"enum": list(args)}
     if origin is typing.Annotated:
@@ -50,8 +58,6 @@ def schema_of(annotation: object) -> dict[str, Any]:
     if origin in _ARRAYS or annotation in _ARRAYS:
         return {"type": "array", "items": schema_of(args[0])} if args else {"type": "array"}
     if origin in (dict, typing.Mapping) or annotation is dict:
-        if len(args) == 2:
-            return {"type": "object", "additionalProperties": schema_of(args[1])}
         return {"type": "object"}
     return _schema_of_class(annotation)
 
@@ -104,38 +110,51 @@ def _hints(obj: Any) -> dict[str, Any]:
         return dict(getattr(obj, "__annotations__", {}))
 
 
-def input_schema(fn: Callable[..., Any], hidden: frozenset[str]) -> dict[str, Any]:
-    """An object schema of ``fn``'s parameters, leaving out ``hidden`` (context-injected) ones."""
+def _optional(annotation: object) -> bool:
+    """Whether ``annotation`` is a union with None among its members (``T | None``)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _optional(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return _NONE in typing.get_args(annotation)
+    return False
+
+
+def input_schema(fn: Callable[..., Any], hidden: frozenset[str]) -> dict[str, Any] | None:
+    """An object schema of ``fn``'s parameters, or None when there is none to describe.
+
+    ``self``/``cls``, ``*args``, ``**kwargs`` and ``hidden`` (context-injected) parameters
+    are left out. A parameter is required when it has no default and is not Optional.
+    """
     hints = _hints(fn)
     props: dict[str, Any] = {}
     required: list[str] = []
     for param in inspect.signature(fn).parameters.values():
-        if param.name in hidden or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if param.name in hidden or param.name in ("self", "cls"):
             continue
-        prop = schema_of(hints.get(param.name, param.annotation))
-        if param.default is not param.empty:
-            if _plain(param.default):
-                prop["default"] = param.default
-        else:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(param.name, param.annotation)
+        props[param.name] = schema_of(annotation)
+        if param.default is param.empty and not _optional(annotation):
             required.append(param.name)
-        props[param.name] = prop
-    return {"type": "object", "properties": props, "required": required}
+    if not props:
+        return None
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = required
+    return schema
 
 
-def output_schema(fn: Callable[..., Any], generator: bool) -> dict[str, Any]:
-    """The schema of ``fn``'s return type, or of the items a generator yields."""
+def output_schema(fn: Callable[..., Any], generator: bool) -> dict[str, Any] | None:
+    """The schema of ``fn``'s return type, or of the items a generator yields.
+
+    None when there is no annotation, or it is ``None`` (nothing comes back).
+    """
     annotation = _hints(fn).get("return", inspect.Parameter.empty)
     if generator and annotation is not inspect.Parameter.empty:
         args = typing.get_args(annotation)
         annotation = args[0] if args else inspect.Parameter.empty
+    if annotation is inspect.Parameter.empty or annotation is None or annotation is _NONE:
+        return None
     return schema_of(annotation)
-
-
-def _plain(value: object) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False

@@ -10,23 +10,32 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
+from types import EllipsisType
 from typing import Any
 
 from pygents import _seams
 from pygents.context import ContextItem, ContextPool, ContextQueue
-from pygents.errors import SafeExecutionError
-from pygents.hooks import GLOBAL_HOOKS, AgentHook, Hook, TurnHook, fire
-from pygents.registry import AgentRegistry, HookRegistry, InstanceHook, ToolRegistry
+from pygents.errors import SafeExecutionError, UnregisteredToolError
+from pygents.hooks import (
+    AgentHook,
+    HookFn,
+    HookRegistry,
+    InstanceHook,
+    TurnHook,
+    fire,
+    global_hooks,
+)
+from pygents.registry import AgentRegistry, ToolRegistry
 from pygents.tool import BaseTool
 from pygents.turn import Turn
 
 __all__ = ["Agent"]
 
-_G_BEFORE_TURN = GLOBAL_HOOKS[AgentHook.BEFORE_TURN]
-_G_AFTER_TURN = GLOBAL_HOOKS[AgentHook.AFTER_TURN]
-_G_VALUE = GLOBAL_HOOKS[AgentHook.ON_TURN_VALUE]
-_G_BEFORE_PUT = GLOBAL_HOOKS[AgentHook.BEFORE_PUT]
-_G_AFTER_PUT = GLOBAL_HOOKS[AgentHook.AFTER_PUT]
+_G_BEFORE_TURN = global_hooks(AgentHook.BEFORE_TURN)
+_G_AFTER_TURN = global_hooks(AgentHook.AFTER_TURN)
+_G_VALUE = global_hooks(AgentHook.ON_TURN_VALUE)
+_G_BEFORE_PUT = global_hooks(AgentHook.BEFORE_PUT)
+_G_AFTER_PUT = global_hooks(AgentHook.AFTER_PUT)
 _ROUTED = (Turn, ContextItem)
 
 
@@ -49,7 +58,8 @@ class Agent:
         tags: matched against tagged global hooks.
 
     Raises:
-        ValueError: the name is taken, or a tool is not the instance in ``ToolRegistry``.
+        UnregisteredToolError: a tool's name is not in ``ToolRegistry``.
+        ValueError: the name is taken, or a tool is registered but as another object.
     """
 
     def __init__(
@@ -62,12 +72,7 @@ class Agent:
         tags: Iterable[str] | None = None,
     ) -> None:
         for item in tools:
-            registered = ToolRegistry._tools.get(getattr(item, "__name__", ""))
-            if registered is None or registered is not item:
-                raise ValueError(
-                    f"agent {name!r}: {item!r} is not a registered tool; pass the object "
-                    "returned by @tool (the instance held in ToolRegistry)"
-                )
+            _check_tool(name, item)
         init = object.__setattr__
         init(self, "_running", False)
         init(self, "_paused", False)
@@ -94,8 +99,8 @@ class Agent:
     context_pool: ContextPool[Any]
     context_queue: ContextQueue[Any]
     tags: frozenset[str]
-    hooks: list[Hook]
-    turn_hooks: list[Hook]
+    hooks: list[HookFn]
+    turn_hooks: list[HookFn]
     _queue: deque[Turn[Any]]
     _current_turn: Turn[Any] | None
     _running: bool
@@ -105,8 +110,10 @@ class Agent:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_") and (self._running or self._paused):
-            state = "running" if self._running else "paused"
-            raise SafeExecutionError(f"cannot set {name!r} on agent {self.name!r} while {state}")
+            state = "running" if self._running else "paused"  # running is reported first
+            raise SafeExecutionError(
+                f"Cannot change property {name!r} while the agent is {state} (agent {self.name!r})"
+            )
         if name == "tools":
             object.__setattr__(self, "_tool_set", frozenset(value))
         elif name == "tags":
@@ -114,8 +121,7 @@ class Agent:
         object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
-        tools = ", ".join(t.__name__ for t in self.tools)
-        return f"Agent(name={self.name!r}, tools=[{tools}])"
+        return f"Agent(name={self.name!r}, tools={[t.__name__ for t in self.tools]!r})"
 
     def __iter__(self) -> Iterator[Turn[Any]]:
         return iter(list(self._queue))
@@ -181,6 +187,9 @@ class Agent:
     async def run(self) -> AsyncGenerator[tuple[Turn[Any], Any], None]:
         """Run queued turns until the queue is empty, yielding ``(turn, value)`` per value.
 
+        While paused, the loop waits at its gate before the next queued turn; it never
+        interrupts the running turn, and an empty queue ends ``run()`` even while paused.
+
         Values that are ``Turn`` or ``ContextItem`` are routed, not yielded. Tool errors and
         ``TurnTimeoutError`` propagate. Leaving early (``break``, ``aclose()``, cancellation)
         ends the running turn as ``CANCELLED``; the agent can run again afterwards.
@@ -193,17 +202,19 @@ class Agent:
         object.__setattr__(self, "_running", True)
         queue = self._queue
         try:
-            while True:
+            # The pause gate holds only a turn that is waiting: with nothing queued, run()
+            # ends even while paused (as in 0.7.0), and no ON_PAUSE fires.
+            while queue:
                 if self._paused:
                     await self._wait_at_gate()
-                if not queue:
-                    return
                 # run_turn() inlined (keep the two in step): iterating it from here cost one
                 # async-generator layer per value, about a quarter of a trivial turn.
-                turn = queue.popleft()
                 hooks = self.hooks
-                if hooks or _G_BEFORE_TURN:
+                if hooks or _G_BEFORE_TURN:  # before the turn is taken, as in 0.7.0
                     await fire(AgentHook.BEFORE_TURN, hooks, self.tags, self)
+                    if not queue:  # a BEFORE_TURN hook emptied the queue
+                        return
+                turn = queue.popleft()
                 object.__setattr__(self, "_current_turn", turn)
                 context = (self.context_queue, self.context_pool)
                 try:
@@ -287,9 +298,10 @@ class Agent:
     # -- pause ---------------------------------------------------------------------------
 
     def pause(self) -> None:
-        """Hold the loop at the top of its next iteration (the current turn completes).
+        """Hold the loop before its next queued turn (the current turn completes).
 
-        Idempotent. ``ON_PAUSE`` fires when the loop reaches the gate while paused.
+        Idempotent. ``ON_PAUSE`` fires when the loop reaches the gate while paused with a
+        turn waiting; with an empty queue ``run()`` ends instead, still paused.
         """
         object.__setattr__(self, "_paused", True)
         self._resumed.clear()
@@ -313,12 +325,13 @@ class Agent:
         name: str,
         description: str | None = None,
         tools: Sequence[BaseTool] | None = None,
-        hooks: Sequence[Hook] | None = None,
+        hooks: Sequence[HookFn] | EllipsisType | None = ...,
     ) -> Agent:
         """A new registered agent continuing from this one, independent afterwards.
 
-        It inherits the description, tools, hooks, turn hooks and tags (unless given), a copy
-        of the queue, and branches (snapshots) of the context queue and pool.
+        It inherits the description, tools, turn hooks and tags (unless given), a copy of the
+        queue, and branches (snapshots) of the context queue and pool. ``hooks``: left out,
+        a copy of this agent's; ``None``, no hooks; a list, a copy of it.
         """
         child = Agent(
             name,
@@ -329,7 +342,8 @@ class Agent:
             tags=self.tags,
         )
         init = object.__setattr__
-        init(child, "hooks", list(self.hooks if hooks is None else hooks))
+        inherited = self.hooks if isinstance(hooks, EllipsisType) else hooks or ()
+        init(child, "hooks", list(inherited))
         init(child, "turn_hooks", list(self.turn_hooks))
         child._queue.extend(turn.copy() for turn in self._queue)
         return child
@@ -400,3 +414,23 @@ class Agent:
     on_complete = InstanceHook(
         TurnHook.ON_COMPLETE, "(turn, stop_reason) on every turn it runs", "turn_hooks"
     )
+
+
+def _check_tool(agent: str, item: object) -> None:
+    """Raise unless ``item`` is the very tool registered under its name."""
+    name = getattr(item, "__name__", None)
+    if not isinstance(name, str):
+        raise ValueError(
+            f"agent {agent!r}: {item!r} is not a tool; pass the object returned by @tool"
+        )
+    registered = ToolRegistry._tools.get(name)
+    if registered is None:
+        raise UnregisteredToolError(
+            f"agent {agent!r}: tool {name!r} not found in ToolRegistry; "
+            "pass the object returned by @tool"
+        )
+    if registered is not item:
+        raise ValueError(
+            f"agent {agent!r}: tool {name!r} is registered but not the instance given to "
+            "this agent; pass the object returned by @tool"
+        )

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from types import EllipsisType
 from typing import Any
 
-from pygents.hooks import GLOBAL_HOOKS, ContextPoolHook, ContextQueueHook, Hook, fire
-from pygents.registry import HookRegistry, InstanceHook
+from pygents.hooks import (
+    ContextPoolHook,
+    ContextQueueHook,
+    HookFn,
+    HookRegistry,
+    InstanceHook,
+    fire,
+    global_hooks,
+)
 
 __all__ = ["ContextItem", "ContextPool", "ContextQueue"]
 
@@ -22,14 +29,14 @@ type _HookFn = Callable[..., Awaitable[Any]]
 
 _QH = ContextQueueHook
 _PH = ContextPoolHook
-_G_QUEUE = [GLOBAL_HOOKS[t] for t in ContextQueueHook]
+_G_QUEUE = [global_hooks(t) for t in ContextQueueHook]
 # The only events ``ContextPool.add`` fires: checked inline, it is the pool's hot path.
-_G_POOL_EVICT = GLOBAL_HOOKS[ContextPoolHook.ON_EVICT]
-_G_POOL_BEFORE_ADD = GLOBAL_HOOKS[ContextPoolHook.BEFORE_ADD]
-_G_POOL_AFTER_ADD = GLOBAL_HOOKS[ContextPoolHook.AFTER_ADD]
+_G_POOL_EVICT = global_hooks(ContextPoolHook.ON_EVICT)
+_G_POOL_BEFORE_ADD = global_hooks(ContextPoolHook.BEFORE_ADD)
+_G_POOL_AFTER_ADD = global_hooks(ContextPoolHook.AFTER_ADD)
 
 
-def _any_global(lists: list[list[Hook]]) -> bool:
+def _any_global(lists: list[list[HookFn]]) -> bool:
     return any(lists)
 
 
@@ -61,7 +68,7 @@ def _check_limit(limit: int | None, owner: str, optional: bool) -> None:
     if limit is None and optional:
         return
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(f"{owner} limit must be an integer >= 1, got {limit!r}")
+        raise ValueError(f"{owner} limit must be >= 1 (an integer), got {limit!r}")
 
 
 class ContextQueue[T]:
@@ -78,7 +85,7 @@ class ContextQueue[T]:
         _check_limit(limit, "ContextQueue", optional=False)
         self._limit = limit
         self._items: deque[ContextItem[T]] = deque()
-        self.hooks: list[Hook] = []
+        self.hooks: list[HookFn] = []
         self.tags: frozenset[str] = frozenset(tags or ())
 
     @property
@@ -109,7 +116,7 @@ class ContextQueue[T]:
         return bool(self._items)
 
     def __repr__(self) -> str:
-        return f"<ContextQueue {len(self._items)}/{self._limit}>"
+        return f"ContextQueue(limit={self._limit}, len={len(self._items)})"
 
     async def append(self, *items: ContextItem[T]) -> None:
         """Add items at the newest end, evicting the oldest when full.
@@ -131,8 +138,11 @@ class ContextQueue[T]:
         await fire(_QH.BEFORE_APPEND, hooks, tags, self, list(items), self.items)
         for item in items:
             if len(self._items) >= self._limit:
-                evicted = self._items.popleft()
+                # ON_EVICT sees the item still in the queue (as in 0.7.0), then it goes.
+                evicted = self._items[0]
                 await fire(_QH.ON_EVICT, hooks, tags, self, evicted)
+                if self._items and self._items[0] is evicted:
+                    self._items.popleft()
             self._items.append(item)
         await fire(_QH.AFTER_APPEND, hooks, tags, list(items), self.items)
 
@@ -150,17 +160,20 @@ class ContextQueue[T]:
             items = items[-last:] if last > 0 else []
         return "\n".join(str(item.content) for item in items)
 
-    def branch(self, limit: int | None = None, hooks: list[Hook] | None = None) -> ContextQueue[T]:
-        """A new queue with the newest items that fit in ``limit`` (default: the same limit).
+    def branch(
+        self, limit: int | None = None, hooks: list[HookFn] | EllipsisType | None = ...
+    ) -> ContextQueue[T]:
+        """A new queue with the newest items that fit in ``limit`` (None: the same limit).
 
-        The branch inherits this queue's hooks unless ``hooks`` is given, and its tags. No
-        hook fires.
+        ``hooks``: left out, a copy of this queue's; ``None``, no hooks; a list, a copy of
+        it. The branch keeps the tags. No hook fires.
         """
         child: ContextQueue[T] = ContextQueue(
             limit if limit is not None else self._limit, self.tags
         )
         child.items = self._items
-        child.hooks = list(self.hooks if hooks is None else hooks)
+        inherited = self.hooks if isinstance(hooks, EllipsisType) else hooks or ()
+        child.hooks = list(inherited)
         return child
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,7 +222,7 @@ class ContextPool[T]:
         _check_limit(limit, "ContextPool", optional=True)
         self._limit = limit
         self._items: dict[str, ContextItem[T]] = {}
-        self.hooks: list[Hook] = []
+        self.hooks: list[HookFn] = []
         self.tags: frozenset[str] = frozenset(tags or ())
 
     @property
@@ -232,7 +245,7 @@ class ContextPool[T]:
         return bool(self._items)
 
     def __repr__(self) -> str:
-        return f"<ContextPool {len(self._items)}/{self._limit}>"
+        return f"ContextPool(limit={self._limit}, len={len(self._items)})"
 
     async def add(self, item: ContextItem[T]) -> None:
         """Store ``item`` under its id; an existing id is replaced in place, without eviction.
@@ -245,8 +258,8 @@ class ContextPool[T]:
         key = item.id
         if key is None or item.description is None:
             raise ValueError(
-                f"a ContextItem added to a pool needs an id and a description, got "
-                f"id={item.id!r}, description={item.description!r}"
+                "ContextPool requires a ContextItem with both 'id' and 'description' set; "
+                f"got id={item.id!r}, description={item.description!r}"
             )
         items = self._items
         limit = self._limit
@@ -257,8 +270,12 @@ class ContextPool[T]:
             return
         hooks, tags = self.hooks, self.tags
         if limit is not None and key not in items and len(items) >= limit:
-            evicted = items.pop(next(iter(items)))
+            # ON_EVICT sees the item still in the pool (as in 0.7.0), then it goes.
+            oldest = next(iter(items))
+            evicted = items[oldest]
             await fire(_PH.ON_EVICT, hooks, tags, self, evicted)
+            if items.get(oldest) is evicted:
+                del items[oldest]
         await fire(_PH.BEFORE_ADD, hooks, tags, self, item)
         items[key] = item
         await fire(_PH.AFTER_ADD, hooks, tags, self, item)
@@ -290,18 +307,32 @@ class ContextPool[T]:
         return "\n".join(f"- [{i.id}] {i.description}" for i in self._items.values())
 
     def branch(self, limit: int | EllipsisType | None = ...) -> ContextPool[T]:
-        """A copy of this pool (hooks and tags too); with a smaller ``limit``, the newest fit."""
+        """A copy of this pool (hooks and tags too); with a smaller ``limit``, the newest fit.
+
+        The copy is of this pool's own class, built as ``type(self)(limit=..., tags=...)``
+        (so a subclass whose ``__init__`` takes those keywords keeps working). No hook fires.
+        """
         new_limit = self._limit if isinstance(limit, EllipsisType) else limit
-        child: ContextPool[T] = ContextPool(new_limit, self.tags)
+        child = type(self)(limit=new_limit, tags=self.tags)
         child._restore(self._items.values())
         child.hooks = list(self.hooks)
         return child
 
     def _restore(self, items: Iterable[ContextItem[T]]) -> None:
+        """Replace the contents (the newest that fit), firing no hook.
+
+        Raises:
+            ValueError: an item has no id (nothing is changed).
+        """
         kept = list(items)
         if self._limit is not None:
             kept = kept[-self._limit :]
-        self._items = {item.id: item for item in kept if item.id is not None}
+        restored: dict[str, ContextItem[T]] = {}
+        for item in kept:
+            if item.id is None:
+                raise ValueError(f"ContextPool requires a ContextItem with 'id' set; got {item!r}")
+            restored[item.id] = item
+        self._items = restored
 
     def to_dict(self) -> dict[str, Any]:
         """``{"limit", "items", "hooks", "tags"}`` as plain data."""
@@ -314,9 +345,23 @@ class ContextPool[T]:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContextPool[Any]:
-        """The pool saved by ``to_dict`` (hooks looked up by name; no hook fires)."""
+        """The pool saved by ``to_dict`` (hooks looked up by name; no hook fires).
+
+        Items need an id (a description is not checked here).
+
+        Raises:
+            ValueError: an item has no id.
+            UnregisteredHookError: a hook name is not registered here.
+        """
         pool: ContextPool[Any] = cls(data.get("limit"), data.get("tags"))
-        pool._restore(ContextItem.from_dict(d) for d in data.get("items", []))
+        items = [ContextItem.from_dict(d) for d in data.get("items", [])]
+        for index, item in enumerate(items):  # checked before the limit drops any
+            if item.id is None:
+                raise ValueError(
+                    "ContextPool requires a ContextItem with 'id' set; "
+                    f"data['items'][{index}] has none: {data['items'][index]!r}"
+                )
+        pool._restore(items)
         pool.hooks = HookRegistry.from_names(data.get("hooks") or {})
         return pool
 

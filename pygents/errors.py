@@ -17,6 +17,8 @@ The tree, with the built-in bases programs catch by::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
     "SafeExecutionError",
     "TurnTimeoutError",
@@ -61,3 +63,15 @@ class UnregisteredHookError(_Message, KeyError):
 
 class UnserializableHookError(ValueError):
     """A hook held by an object is not the one registered under its name, so it cannot be saved."""
+
+
+def registered_names(names: Iterable[str], shown: int = 20) -> str:
+    """`` (registered: 'a', 'b', ...)`` for a not-found message, at most ``shown`` names.
+
+    A process may hold hundreds of tools; the first names in order are enough to spot a typo.
+    """
+    ordered = sorted(names)
+    if not ordered:
+        return " (none registered)"
+    more = f", ... {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return f" (registered: {', '.join(map(repr, ordered[:shown]))}{more})"

@@ -11,23 +11,23 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, overload
 
 from pygents import _schema, _seams
 from pygents._call import CallPlan
-from pygents.hooks import GLOBAL_HOOKS, Hook, ToolHook, fire
-from pygents.registry import InstanceHook, ToolRegistry
+from pygents.hooks import InstanceHook, ToolHook, ToolHookEntry, fire_tool, global_hooks
+from pygents.registry import ToolRegistry
 
 __all__ = ["AsyncGenTool", "BaseTool", "Tool", "ToolMetadata", "tool"]
 
 _now = datetime.now
 _NO_LOCK: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
-_G_BEFORE = GLOBAL_HOOKS[ToolHook.BEFORE_INVOKE]
-_G_YIELD = GLOBAL_HOOKS[ToolHook.ON_YIELD]
-_G_AFTER = GLOBAL_HOOKS[ToolHook.AFTER_INVOKE]
-_G_ERROR = GLOBAL_HOOKS[ToolHook.ON_ERROR]
+_G_BEFORE = global_hooks(ToolHook.BEFORE_INVOKE)
+_G_YIELD = global_hooks(ToolHook.ON_YIELD)
+_G_AFTER = global_hooks(ToolHook.AFTER_INVOKE)
+_G_ERROR = global_hooks(ToolHook.ON_ERROR)
 
 
 class ToolDecorator(Protocol):
@@ -54,8 +54,8 @@ class ToolMetadata:
     description: str | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
-    input_schema: dict[str, Any] = field(default_factory=dict)
-    output_schema: dict[str, Any] = field(default_factory=dict)
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
 
     def dict(self) -> dict[str, Any]:
         """The six fields as plain data, datetimes as ISO strings."""
@@ -70,7 +70,11 @@ class ToolMetadata:
 
 
 class BaseTool:
-    """What ``Tool`` and ``AsyncGenTool`` share: metadata, hooks, lock, tags, subtools."""
+    """What ``Tool`` and ``AsyncGenTool`` share: metadata, hooks, lock, tags, subtools.
+
+    ``hooks`` holds ``(ToolHook, hook)`` pairs, as in 0.7.0: an event fires the pairs whose
+    first element is that event. The decorators (``@my_tool.before_invoke`` ...) append them.
+    """
 
     is_generator = False
     scoped_name: str
@@ -91,7 +95,7 @@ class BaseTool:
         self.fn = fn
         self.parent = parent
         self.subtools: list[BaseTool] = []
-        self.hooks: list[Hook] = []
+        self.hooks: list[ToolHookEntry] = []
         self.lock: asyncio.Lock | None = asyncio.Lock() if lock else None
         self.tags: frozenset[str] = frozenset(tags or ())
         self.fixed_kwargs = dict(fixed_kwargs or {})
@@ -113,13 +117,20 @@ class BaseTool:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
-    before_invoke = InstanceHook(ToolHook.BEFORE_INVOKE, "(*args, **kwargs) before each run")
-    after_invoke = InstanceHook(
-        ToolHook.AFTER_INVOKE, "(result) after a run; a generator's: the values it yielded"
+    before_invoke = InstanceHook(
+        ToolHook.BEFORE_INVOKE, "(*args, **kwargs) before each run", paired=True
     )
-    on_error = InstanceHook(ToolHook.ON_ERROR, "(exc=...) when the tool raises")
+    after_invoke = InstanceHook(
+        ToolHook.AFTER_INVOKE,
+        "(result) after a run; a generator's: the values it yielded (so far, if stopped early)",
+        paired=True,
+    )
+    on_error = InstanceHook(ToolHook.ON_ERROR, "(exc=...) when the tool raises", paired=True)
     on_yield = InstanceHook(
-        ToolHook.ON_YIELD, "(value) for each value a generator tool yields", check=_generator_only
+        ToolHook.ON_YIELD,
+        "(value) for each value a generator tool yields",
+        check=_generator_only,
+        paired=True,
     )
 
     def doc_tree(self) -> dict[str, Any]:
@@ -172,7 +183,7 @@ class Tool(BaseTool):
             args, kwargs = plan.prepare(args, kwargs)
         hooks = self.hooks
         if hooks or _G_BEFORE:
-            await fire(ToolHook.BEFORE_INVOKE, hooks, self.tags, *args, **kwargs)
+            await fire_tool(ToolHook.BEFORE_INVOKE, hooks, self.tags, *args, **kwargs)
         if plan.injections:
             kwargs = plan.inject(args, kwargs)
         metadata = self.metadata
@@ -186,11 +197,11 @@ class Tool(BaseTool):
         except Exception as exc:
             metadata.end_time = _now()
             if hooks or _G_ERROR:
-                await fire(ToolHook.ON_ERROR, hooks, self.tags, exc=exc)
+                await fire_tool(ToolHook.ON_ERROR, hooks, self.tags, exc=exc)
             raise
         metadata.end_time = _now()
         if hooks or _G_AFTER:
-            await fire(ToolHook.AFTER_INVOKE, hooks, self.tags, result)
+            await fire_tool(ToolHook.AFTER_INVOKE, hooks, self.tags, result)
         return result
 
 
@@ -206,7 +217,7 @@ class AsyncGenTool(BaseTool):
         hooks = self.hooks
         tags = self.tags
         if hooks or _G_BEFORE:
-            await fire(ToolHook.BEFORE_INVOKE, hooks, tags, *args, **kwargs)
+            await fire_tool(ToolHook.BEFORE_INVOKE, hooks, tags, *args, **kwargs)
         if plan.injections:
             kwargs = plan.inject(args, kwargs)
         metadata = self.metadata
@@ -220,24 +231,27 @@ class AsyncGenTool(BaseTool):
                     async for value in gen:
                         values.append(value)
                         if hooks or _G_YIELD:
-                            await fire(ToolHook.ON_YIELD, hooks, tags, value)
+                            await fire_tool(ToolHook.ON_YIELD, hooks, tags, value)
                         yield value
                 finally:
                     await gen.aclose()
-        except GeneratorExit:
-            # The consumer stopped early: the run still ends, with what it produced so far.
-            metadata.end_time = _now()
-            if hooks or _G_AFTER:
-                await fire(ToolHook.AFTER_INVOKE, hooks, tags, values)
-            raise
-        except Exception as exc:
+        except Exception as exc:  # the tool (or an ON_YIELD hook) failed
             metadata.end_time = _now()
             if hooks or _G_ERROR:
-                await fire(ToolHook.ON_ERROR, hooks, tags, exc=exc)
+                await fire_tool(ToolHook.ON_ERROR, hooks, tags, exc=exc)
+            raise
+        except BaseException:
+            # Any other exit still ends the run, with what it produced so far: the consumer
+            # stopped early (GeneratorExit from aclose), the iteration was cancelled (a
+            # timeout, a cancelled task, or asyncio.run's shutdown cancelling the finaliser
+            # of an abandoned generator, which delivers CancelledError, not GeneratorExit).
+            metadata.end_time = _now()
+            if hooks or _G_AFTER:
+                await fire_tool(ToolHook.AFTER_INVOKE, hooks, tags, values)
             raise
         metadata.end_time = _now()
         if hooks or _G_AFTER:
-            await fire(ToolHook.AFTER_INVOKE, hooks, tags, values)
+            await fire_tool(ToolHook.AFTER_INVOKE, hooks, tags, values)
 
 
 def _make(
@@ -254,9 +268,15 @@ def _make(
     elif inspect.iscoroutinefunction(fn):
         cls = Tool
     else:
+        if inspect.isgeneratorfunction(fn):
+            what = "a generator function"
+        elif inspect.isfunction(fn) or inspect.ismethod(fn):
+            what = "a plain function"
+        else:
+            what = f"a {type(fn).__name__}, not a function"
         raise TypeError(
-            f"@tool needs an async function or async generator function; "
-            f"{getattr(fn, '__name__', fn)!r} is neither (define it with 'async def')"
+            "Tool must be async (coroutine or async generator function); "
+            f"{getattr(fn, '__name__', fn)!r} is {what}, define it with 'async def'"
         )
     made = cls(fn, lock=lock, tags=tags, fixed_kwargs=fixed_kwargs, parent=parent)
     ToolRegistry.register(made)

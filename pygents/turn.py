@@ -9,27 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import types
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from pygents import _seams
 from pygents._resume import Resumed
 from pygents.errors import SafeExecutionError, TurnTimeoutError, WrongRunMethodError
-from pygents.hooks import GLOBAL_HOOKS, Hook, TurnHook, fire
-from pygents.registry import HookRegistry, InstanceHook, ToolRegistry
+from pygents.hooks import HookFn, HookRegistry, InstanceHook, TurnHook, fire, global_hooks
+from pygents.registry import ToolRegistry
 from pygents.tool import BaseTool
 
 __all__ = ["StopReason", "Turn", "TurnMetadata"]
 
 _now = datetime.now
-_G_BEFORE = GLOBAL_HOOKS[TurnHook.BEFORE_RUN]
-_G_AFTER = GLOBAL_HOOKS[TurnHook.AFTER_RUN]
-_G_TIMEOUT = GLOBAL_HOOKS[TurnHook.ON_TIMEOUT]
-_G_ERROR = GLOBAL_HOOKS[TurnHook.ON_ERROR]
-_G_COMPLETE = GLOBAL_HOOKS[TurnHook.ON_COMPLETE]
-_GUARDED = frozenset({"tool", "args", "kwargs", "timeout", "tags"})
+_NO_TAGS: frozenset[str] = frozenset()
+_TOOLS = ToolRegistry._tools  # never replaced, only mutated
+_G_BEFORE = global_hooks(TurnHook.BEFORE_RUN)
+_G_AFTER = global_hooks(TurnHook.AFTER_RUN)
+_G_TIMEOUT = global_hooks(TurnHook.ON_TIMEOUT)
+_G_ERROR = global_hooks(TurnHook.ON_ERROR)
+_G_COMPLETE = global_hooks(TurnHook.ON_COMPLETE)
+# What a running turn still lets a program set (its results); every other attribute, new
+# names included, is guarded while it runs, as in 0.7.0.
+_WRITABLE_WHILE_RUNNING = frozenset(
+    {"output", "metadata", "start_time", "end_time", "stop_reason", "_running"}
+)
 
 
 class StopReason(enum.StrEnum):
@@ -69,12 +76,17 @@ class TurnMetadata:
         )
 
 
+# Dynamic arguments are plain functions and lambdas only (as in 0.7.0): a class, a tool or
+# any other callable object passed as an argument is a value, never called.
+_FUNCTION = types.FunctionType
+
+
 def _evaluate(values: Iterable[Any]) -> list[Any]:
-    return [v() if callable(v) else v for v in values]
+    return [v() if type(v) is _FUNCTION else v for v in values]
 
 
 def _evaluate_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v() if callable(v) else v) for k, v in kwargs.items()}
+    return {k: (v() if type(v) is _FUNCTION else v) for k, v in kwargs.items()}
 
 
 class Turn[T]:
@@ -88,7 +100,8 @@ class Turn[T]:
     Args:
         tool: a registered tool name, or the tool itself.
         timeout: seconds; for ``yielding()`` it bounds the whole iteration.
-        args: positional arguments; no-argument callables are evaluated when the tool runs.
+        args: positional arguments; no-argument functions and lambdas among them are called
+            when the tool runs (other callables, such as classes, are passed as they are).
         kwargs: keyword arguments, evaluated the same way.
         tags: matched against tagged global hooks.
 
@@ -96,9 +109,24 @@ class Turn[T]:
         UnregisteredToolError: the tool is not in ``ToolRegistry``.
     """
 
+    # Slots: a program makes and queues many turns, and each dict less is less for the
+    # garbage collector to walk. ``__dict__`` keeps any other attribute settable (0.7.0).
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_running",
+        "args",
+        "hooks",
+        "kwargs",
+        "metadata",
+        "output",
+        "tags",
+        "timeout",
+        "tool",
+    )
+
     _running: bool
-    hooks: list[Hook]
-    _extra_hooks: ClassVar[tuple[Hook, ...]] = ()
+    hooks: list[HookFn]
 
     def __init__(
         self: Turn[Any],  # an unparametrised Turn("x") is a Turn[Any], not an inference error
@@ -108,16 +136,17 @@ class Turn[T]:
         kwargs: dict[str, Any] | None = None,
         tags: Iterable[str] | None = None,
     ) -> None:
-        setattr_ = object.__setattr__
-        setattr_(self, "_running", False)
-        setattr_(self, "tool", _resolve(tool))
-        setattr_(self, "timeout", timeout)
-        setattr_(self, "args", list(args) if args else [])
-        setattr_(self, "kwargs", dict(kwargs) if kwargs else {})
-        setattr_(self, "tags", frozenset(tags) if tags else frozenset())
-        setattr_(self, "metadata", TurnMetadata())
-        setattr_(self, "output", None)
-        setattr_(self, "hooks", [])
+        # Straight into the slots: the guard in __setattr__ has nothing to check on a new
+        # turn, and going through it (or object.__setattr__) cost half of making a turn.
+        _set_running(self, False)
+        _set_tool(self, _resolve(tool))
+        _set_timeout(self, timeout)
+        _set_args(self, list(args) if args else [])
+        _set_kwargs(self, dict(kwargs) if kwargs else {})
+        _set_tags(self, frozenset(tags) if tags else _NO_TAGS)
+        _set_metadata(self, TurnMetadata())
+        _set_output(self, None)
+        _set_hooks(self, [])
 
     tool: BaseTool
     timeout: float
@@ -128,22 +157,26 @@ class Turn[T]:
     output: Any
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _GUARDED:
-            if self._running:
-                raise SafeExecutionError(
-                    f"cannot set {name!r} on turn {self.tool.__name__!r} while it is running"
-                )
-            if name == "tool":
-                value = _resolve(value)
-            elif name == "tags":
-                value = frozenset(value or ())
+        if self._running and name not in _WRITABLE_WHILE_RUNNING:
+            raise SafeExecutionError(
+                f"Cannot change property {name!r} while the turn is running "
+                f"(tool {self.tool.__name__!r})"
+            )
+        if name == "tool":
+            value = _resolve(value)
+        elif name == "tags":
+            value = frozenset(value or ())
         object.__setattr__(self, name, value)
 
     def __class_getitem__(cls, item: Any) -> Any:
         return cls
 
     def __repr__(self) -> str:
-        return f"<Turn {self.tool.__name__} args={self.args!r} kwargs={self.kwargs!r}>"
+        # 0.7.0's shape; args and kwargs are left out (they may hold secrets).
+        return (
+            f"Turn(tool={self.tool.__name__!r}, timeout={self.timeout!r}, "
+            f"metadata={self.metadata!r})"
+        )
 
     @property
     def is_running(self) -> bool:
@@ -180,7 +213,7 @@ class Turn[T]:
         return await self._returning((), None)  # type: ignore[no-any-return]
 
     async def _returning(
-        self, extra_hooks: Sequence[Hook], context: _seams.ActiveContext | None
+        self, extra_hooks: Sequence[HookFn], context: _seams.ActiveContext | None
     ) -> Any:
         self._start("returning")
         hooks = [*self.hooks, *extra_hooks] if extra_hooks else self.hooks
@@ -231,7 +264,7 @@ class Turn[T]:
             "(pass a larger Turn(timeout=...) if it needs longer)"
         )
 
-    async def _failed(self, exc: BaseException, hooks: Sequence[Hook]) -> StopReason:
+    async def _failed(self, exc: BaseException, hooks: Sequence[HookFn]) -> StopReason:
         if isinstance(exc, TurnTimeoutError):
             if hooks or _G_TIMEOUT:
                 await fire(TurnHook.ON_TIMEOUT, hooks, self.tags, self)
@@ -248,7 +281,7 @@ class Turn[T]:
         metadata.stop_reason = reason
         object.__setattr__(self, "_running", False)
 
-    async def _finish(self, reason: StopReason, hooks: Sequence[Hook]) -> None:
+    async def _finish(self, reason: StopReason, hooks: Sequence[HookFn]) -> None:
         self._end(reason)
         if hooks or _G_COMPLETE:
             await fire(TurnHook.ON_COMPLETE, hooks, self.tags, self, reason)
@@ -267,7 +300,7 @@ class Turn[T]:
         return self._yielding((), None)
 
     async def _yielding(
-        self, extra_hooks: Sequence[Hook], context: _seams.ActiveContext | None
+        self, extra_hooks: Sequence[HookFn], context: _seams.ActiveContext | None
     ) -> AsyncGenerator[Any, None]:
         self._start("yielding")
         hooks = [*self.hooks, *extra_hooks] if extra_hooks else self.hooks
@@ -393,10 +426,41 @@ class Turn[T]:
         return twin
 
 
+# The slots' own setters, for Turn.__init__.
+(
+    _set_running,
+    _set_tool,
+    _set_timeout,
+    _set_args,
+    _set_kwargs,
+    _set_tags,
+    _set_metadata,
+    _set_output,
+    _set_hooks,
+) = (
+    Turn.__dict__[name].__set__
+    for name in (
+        "_running",
+        "tool",
+        "timeout",
+        "args",
+        "kwargs",
+        "tags",
+        "metadata",
+        "output",
+        "hooks",
+    )
+)
+
+
 def _resolve(tool: str | BaseTool) -> BaseTool:
+    if type(tool) is str:  # the common case, first: one dict lookup
+        found = _TOOLS.get(tool)
+        if found is not None:
+            return found
+        return ToolRegistry.get(tool)  # raises, naming the tool
     if isinstance(tool, BaseTool):
-        registered = ToolRegistry.get(tool.__name__)
-        return registered
+        return ToolRegistry.get(tool.__name__)
     if isinstance(tool, str):
         return ToolRegistry.get(tool)
     raise TypeError(f"Turn needs a tool name or a tool object, got {type(tool).__name__}")

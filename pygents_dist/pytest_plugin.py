@@ -16,16 +16,26 @@ Loaded through the ``pytest11`` entry point ``pygents_dist``. Fixtures:
 Markers: a test using ``redis_server``, ``redis_url``, ``private_redis`` or ``worker_factory``
 is marked ``integration``; one using ``private_redis`` or ``worker_factory`` also ``slow``.
 Tests marked ``soak`` are deselected (not skipped) unless ``--soak`` is given.
+
+Every pytest run of a project with pygents installed loads this plugin, including a
+core-only install (``pip install pygents``, no ``dist`` extra). So this module imports only
+the standard library and pytest; ``pygents_dist.testing`` is imported by the fixtures that
+need it, and without the extra a Redis fixture fails its test with one line saying to
+install ``pygents[dist]``, leaving every other test alone.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from collections.abc import Iterator, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pygents_dist.testing import RedisEndpoint, RedisServer, WorkerPool, resolve_redis
+if TYPE_CHECKING:
+    from pygents_dist.testing import RedisEndpoint, RedisServer, WorkerPool
 
 __all__ = [
     "key_prefix",
@@ -45,6 +55,23 @@ _MARKERS = {
 }
 _INTEGRATION_FIXTURES = frozenset({"redis_server", "redis_url", "private_redis", "worker_factory"})
 _SLOW_FIXTURES = frozenset({"private_redis", "worker_factory"})
+#: What the ``dist`` extra brings that the fixtures' servers and workers need.
+_DIST_MODULES = ("redis", "msgpack")
+_INSTALL_HINT = "install pygents[dist]: pip install 'pygents[dist]'"
+
+
+def _testing(fixture: str) -> ModuleType:
+    """``pygents_dist.testing``, or the test fails with one line if the extra is missing."""
+    missing = [name for name in _DIST_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.fail(
+            f"fixture {fixture!r} needs the dist extra ({', '.join(missing)} not installed); "
+            f"{_INSTALL_HINT}",
+            pytrace=False,
+        )
+    import pygents_dist.testing
+
+    return pygents_dist.testing
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -88,7 +115,7 @@ def redis_server() -> Iterator[RedisEndpoint]:
 
     Tests share it, so they must keep to their ``key_prefix`` and never flush it.
     """
-    endpoint = resolve_redis()
+    endpoint: RedisEndpoint = _testing("redis_server").resolve_redis()
     try:
         yield endpoint
     finally:
@@ -116,10 +143,11 @@ def private_redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     Options (``appendonly``, ``password``, ``acl_user``, ``tls``) come from indirect
     parametrization with a dict.
     """
+    server_class: type[RedisServer] = _testing("private_redis").RedisServer
     options: object = getattr(request, "param", {})
     if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
         raise TypeError(f"private_redis takes a dict of RedisServer options, got {options!r}")
-    with RedisServer.from_options({str(k): v for k, v in options.items()}) as server:
+    with server_class.from_options({str(k): v for k, v in options.items()}) as server:
         yield server
 
 
@@ -132,7 +160,7 @@ def worker_factory(redis_url: str) -> Iterator[WorkerPool]:
     ``PYGENTS_KEY_PREFIX``. At teardown, even after a failure, every worker gets SIGTERM, then
     SIGKILL after a grace period, and its output is printed.
     """
-    pool = WorkerPool(redis_url)
+    pool: WorkerPool = _testing("worker_factory").WorkerPool(redis_url)
     try:
         yield pool
     finally:

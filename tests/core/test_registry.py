@@ -75,12 +75,13 @@ def test_tool_registry_register_duplicate_name_raises_value_error() -> None:
     assert ToolRegistry.get("dup") is second
 
 
-def test_tool_registry_register_same_tool_again_is_allowed() -> None:
+def test_tool_registry_register_same_tool_again_raises() -> None:
     @tool()
     async def same() -> None:
         pass
 
-    ToolRegistry.register(same)
+    with pytest.raises(ValueError, match="'same' already registered"):
+        ToolRegistry.register(same)
     assert ToolRegistry.get("same") is same
 
 
@@ -148,13 +149,14 @@ def test_agent_registry_register_duplicate_raises_value_error() -> None:
     assert AgentRegistry.get("alpha") is second
 
 
-def test_agent_registry_register_same_agent_again_is_allowed() -> None:
+def test_agent_registry_register_same_agent_again_raises() -> None:
     @tool()
     async def work() -> None:
         pass
 
     agent = Agent("alpha", "First", [work])
-    AgentRegistry.register(agent)
+    with pytest.raises(ValueError, match="'alpha' already registered"):
+        AgentRegistry.register(agent)
     assert AgentRegistry.get("alpha") is agent
 
 

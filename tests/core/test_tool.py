@@ -742,8 +742,8 @@ async def test_tool_hook_decorator_adds_to_hooks_list() -> None:
     async def before() -> None:
         pass
 
-    assert len(hooked.hooks) == 1
-    assert hooked.hooks[0].type == ToolHook.BEFORE_INVOKE
+    assert hooked.hooks == [(ToolHook.BEFORE_INVOKE, before)]
+    assert before.type is ToolHook.BEFORE_INVOKE
 
 
 async def test_tool_hook_decorator_called_with_function() -> None:
@@ -785,7 +785,10 @@ async def test_tool_hook_decorator_with_lock() -> None:
     async def after(result: int) -> None:
         pass
 
-    assert isinstance(add.hooks[0].lock, asyncio.Lock)
+    event, made = add.hooks[0]
+    assert event is ToolHook.AFTER_INVOKE
+    assert made is after
+    assert isinstance(after.lock, asyncio.Lock)
 
 
 async def test_one_hook_function_stacked_on_several_tools() -> None:
@@ -896,7 +899,7 @@ async def test_instance_tool_hook_is_registered_by_name() -> None:
     async def named_before() -> None:
         pass
 
-    assert HookRegistry.get("named_before") is hooked.hooks[0]
+    assert HookRegistry.get("named_before") is hooked.hooks[0][1] is named_before
 
 
 # --- subtools -----------------------------------------------------------------------------

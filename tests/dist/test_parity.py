@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from pygents import Agent, Turn
+from pygents import Agent, HookRegistry, Turn
 from pygents.errors import TurnTimeoutError
 from pygents_dist import Client, RemoteError
 from pygents_dist.testing import RedisEndpoint
@@ -35,6 +35,18 @@ class Served(Protocol):
 
     async def error(self, tool: str, timeout: float = 60, **kwargs: Any) -> tuple[str, str]:
         """Run a failing tool: its exception's type name and message."""
+
+    def iterate(self, tool: str, **kwargs: Any) -> AsyncIterator[Any]:
+        """Run a generator tool, yielding its values as they come."""
+
+    async def call_turn(self, turn: Turn[Any]) -> Any:
+        """Run a core ``Turn`` (its hooks go with it) and return its result."""
+
+    async def pause(self) -> None:
+        """Pause the agent: no new turn of it starts until ``resume``."""
+
+    async def resume(self) -> None:
+        """Let the paused agent run again."""
 
 
 class Local:
@@ -64,6 +76,22 @@ class Local:
         except Exception as exc:
             return type(exc).__name__, str(exc)
         raise AssertionError(f"{tool} did not fail")
+
+    async def call_turn(self, turn: Turn[Any]) -> Any:
+        await self.agent.put(turn)
+        (value,) = [value async for _turn, value in self.agent.run()]
+        return value
+
+    async def iterate(self, tool: str, **kwargs: Any) -> AsyncIterator[Any]:
+        await self.agent.put(Turn(tool, kwargs=kwargs))
+        async for _turn, value in self.agent.run():
+            yield value
+
+    async def pause(self) -> None:
+        self.agent.pause()
+
+    async def resume(self) -> None:
+        self.agent.resume()
 
 
 class Remote:
@@ -95,6 +123,19 @@ class Remote:
             return exc.type_name, exc.remote_message
         raise AssertionError(f"{tool} did not fail")
 
+    async def call_turn(self, turn: Turn[Any]) -> Any:
+        return await self.client.call(AGENT, turn)
+
+    async def iterate(self, tool: str, **kwargs: Any) -> AsyncIterator[Any]:
+        async for value in self.client.stream(AGENT, tool, kwargs=kwargs):
+            yield value
+
+    async def pause(self) -> None:
+        await self.client.pause(AGENT)
+
+    async def resume(self) -> None:
+        await self.client.resume(AGENT)
+
 
 @pytest.fixture(
     params=["local", pytest.param("redis", marks=[pytest.mark.integration, pytest.mark.slow])]
@@ -106,6 +147,7 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
         return
     server: RedisEndpoint = request.getfixturevalue("redis_server")
     namespace: str = request.getfixturevalue("parity_namespace")
+    build()  # the caller's process has the app too, as a service sending core Turns does
     async with Client(server.url, namespace=namespace) as client:
         yield Remote(client)
 
@@ -149,3 +191,63 @@ async def test_the_agent_keeps_working_after_errors(served: Served) -> None:
     results = [await served.call("add", a=i, b=i) for i in range(3)]
     assert results == [0, 2, 4]
     assert await asyncio.wait_for(served.stream("count", n=2), 10) == [0, 1]
+
+
+# --- behaviours of pygents 0.7.0 (core-0.7.0-facts.md) that cross the process boundary ----
+
+
+@pytest.mark.parametrize(
+    ("what", "type_name", "required"),
+    [
+        ("limit", "ValueError", "limit must be >= 1"),
+        ("lookup", "UnregisteredToolError", "'nonexistent' not found"),
+        ("item", "ValueError", "'id' and 'description'"),
+    ],
+)
+async def test_a_core_error_reaches_the_caller_with_the_same_message(
+    served: Served, what: str, type_name: str, required: str
+) -> None:
+    name, message = await served.error("misuse", what=what)
+    assert name == type_name
+    assert required in message
+    expected = {
+        "limit": "ContextQueue limit must be >= 1 (an integer), got 0",
+        "item": "ContextPool requires a ContextItem with both 'id' and 'description' set; "
+        "got id='half', description=None",
+    }
+    if what in expected:
+        assert message == expected[what]
+
+
+async def test_a_pause_lets_the_running_turn_finish_then_holds_the_next(served: Served) -> None:
+    values: list[int] = []
+
+    async def stream_and_pause() -> None:
+        async for value in served.iterate("ticks", n=3, seconds=0.2):
+            values.append(value)
+            if value == 0:
+                await served.pause()  # while the turn runs: it still completes
+
+    try:
+        # Locally run() then ends although paused (nothing else is queued): 0.7.0's gate.
+        await asyncio.wait_for(stream_and_pause(), 10)
+        assert values == [0, 1, 2]
+        held = asyncio.create_task(served.call("add", a=1, b=2))
+        done, _pending = await asyncio.wait({held}, timeout=0.5)
+        assert not done, "a turn started while the agent was paused"
+    finally:
+        await served.resume()
+    assert await asyncio.wait_for(held, 10) == 3
+
+
+async def test_a_plain_function_hook_fires_the_same(served: Served) -> None:
+    assert await served.call("mark", label="first") == "first"
+    assert await served.call("mark", label="second") == "second"
+    assert (await served.call("marks"))[-2:] == ["first", "second"]
+
+
+async def test_a_turn_carries_a_plain_function_hook_by_name(served: Served) -> None:
+    turn: Turn[Any] = Turn("mark", kwargs={"label": "carried"})
+    turn.hooks.append(HookRegistry.get("note_output"))  # a plain function with .type
+    assert await served.call_turn(turn) == "carried"
+    assert (await served.call("marks"))[-2:] == ["output carried", "carried"]

@@ -10,7 +10,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pygents import Agent, ContextItem, ContextPool, ContextQueue, Turn, tool
+from pygents import (
+    Agent,
+    AgentHook,
+    ContextItem,
+    ContextPool,
+    ContextQueue,
+    HookRegistry,
+    ToolRegistry,
+    Turn,
+    TurnHook,
+    tool,
+)
 
 AGENT = "calc"
 
@@ -54,6 +65,49 @@ def build() -> Agent:
         """The agent's context queue contents and pool catalogue."""
         return {"queue": [item.content for item in queue.items], "pool": pool.catalogue()}
 
-    return Agent(
-        AGENT, "parity", [add, count, boom, slow, chain, context], context_queue=ContextQueue(20)
-    )
+    @tool
+    async def ticks(n: int, seconds: float) -> AsyncIterator[int]:
+        """Yield 0..n-1, sleeping ``seconds`` after each value (a turn that takes a while)."""
+        for i in range(n):
+            yield i
+            await asyncio.sleep(seconds)
+
+    @tool
+    async def misuse(what: str) -> Any:
+        """Misuse the core so that it raises its own error (``limit``, ``lookup``, ``item``)."""
+        if what == "limit":
+            return ContextQueue(0)
+        if what == "lookup":
+            return ToolRegistry.get("nonexistent")
+        return ContextItem("no description", id="half")  # routed: the pool refuses it
+
+    marked: list[str] = []
+
+    async def note_mark(agent: Agent, turn: Turn[Any], value: Any) -> None:
+        """A plain async function with ``.type``: a duck-typed agent hook, as in 0.7.0."""
+        if turn.tool.__name__ == "mark":
+            marked.append(value)
+
+    note_mark.type = AgentHook.ON_TURN_VALUE  # type: ignore[attr-defined]
+
+    async def note_output(turn: Turn[Any], output: Any) -> None:
+        """A duck-typed turn hook, registered by name so that a turn can carry it."""
+        marked.append(f"output {output}")
+
+    note_output.type = (TurnHook.AFTER_RUN,)  # type: ignore[attr-defined]
+    HookRegistry.register(note_output)
+
+    @tool
+    async def mark(label: str) -> str:
+        """Return ``label`` (the ``note_mark`` hook records it)."""
+        return label
+
+    @tool
+    async def marks() -> list[str]:
+        """What ``note_mark`` recorded in this process, oldest first."""
+        return list(marked)
+
+    tools = [add, count, boom, slow, chain, context, ticks, misuse, mark, marks]
+    agent = Agent(AGENT, "parity", tools, context_queue=ContextQueue(20))
+    agent.hooks.append(note_mark)
+    return agent
