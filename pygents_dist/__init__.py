@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pygents_dist._client import Client
     from pygents_dist._keys import Keys
+    from pygents_dist._transport import Transport
     from pygents_dist._wire import Limits
     from pygents_dist._worker import Worker, WorkerSettings
     from pygents_dist.errors import (
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
         DeadLetterReason,
         DistError,
         PayloadError,
+        RedisCommandError,
+        RedisPermissionError,
         RemoteError,
         RemoteTurnTimeoutError,
         TurnCancelledError,
@@ -43,8 +46,11 @@ __all__ = [
     "Keys",
     "Limits",
     "PayloadError",
+    "RedisCommandError",
+    "RedisPermissionError",
     "RemoteError",
     "RemoteTurnTimeoutError",
+    "Transport",
     "TurnCancelledError",
     "UnknownAgentError",
     "Worker",
@@ -56,6 +62,7 @@ _SOURCES = {
     "Client": "pygents_dist._client",
     "Keys": "pygents_dist._keys",
     "Limits": "pygents_dist._wire",
+    "Transport": "pygents_dist._transport",
     "Worker": "pygents_dist._worker",
     "WorkerSettings": "pygents_dist._worker",
     **{
@@ -66,6 +73,8 @@ _SOURCES = {
             "DeadLetteredError",
             "DistError",
             "PayloadError",
+            "RedisCommandError",
+            "RedisPermissionError",
             "RemoteError",
             "RemoteTurnTimeoutError",
             "TurnCancelledError",
