@@ -197,19 +197,19 @@ class AgentServer:
         deadline = time.monotonic() + (self._settings.linger_ms - lingered_ms) / 1000
         while self.lingers():
             left_ms = int((deadline - time.monotonic()) * 1000)
-            block = max(1, min(_LINGER_SLICE_MS, left_ms))
+            block_ms = max(1, min(_LINGER_SLICE_MS, left_ms))
             status, entries, flags, released, after = await self._transport.wait_fetch(
                 agent,
                 owner,
                 self._worker_id,
                 after,
-                block,
+                block_ms,
                 turns_per_fetch(self._settings),
-                block >= left_ms,
+                block_ms >= left_ms,
             )
             if released or status != FetchStatus.OK or entries:
                 return NextTurns(status, entries, flags, released)
-            if block >= left_ms:
+            if block_ms >= left_ms:
                 return None
         return None
 
@@ -243,7 +243,7 @@ class AgentServer:
         elif not commit.outbox and not pending and self.lingers():
             # keep the lease and wait for the next turn in the commit's round trip
             self.lingering.add(agent)
-            block = min(_LINGER_SLICE_MS, settings.linger_ms)
+            block_ms = min(_LINGER_SLICE_MS, settings.linger_ms)
             (
                 committed,
                 status,
@@ -258,11 +258,11 @@ class AgentServer:
                 replies,
                 self._worker_id,
                 batch.last_id,
-                block,
+                block_ms,
                 turns_per_fetch(settings),
-                block >= settings.linger_ms,
+                block_ms >= settings.linger_ms,
             )
-            after = NextTurns(status, entries, flags, released, True, newest, block)
+            after = NextTurns(status, entries, flags, released, True, newest, block_ms)
         else:  # sends wait in the outbox: relay them before the lease may go
             size = 1 if pending else turns_per_fetch(settings)
             release = not commit.outbox and not self.lingers()

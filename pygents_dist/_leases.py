@@ -122,11 +122,11 @@ class Leases:
             self._loop = asyncio.create_task(self._record_owned(), name="owned")
 
     async def _record_owned(self) -> None:
-        period = min(_OWNED_DELAY_S, self._settings.lease_ms / 10_000)
+        period_s = min(_OWNED_DELAY_S, self._settings.lease_ms / 10_000)
         try:
             while self._taken_at or self._recorded:
-                await asyncio.sleep(period)
-                await self.sync(time.monotonic() - period)
+                await asyncio.sleep(period_s)
+                await self.sync(time.monotonic() - period_s)
         finally:
             self._loop = None
 

@@ -134,40 +134,33 @@ class Worker:
             "chained": 0,  # agents of groups taken in the round trip of a commit
         }
         self.metrics = _metrics.Metrics(self.id, VERSION)
-        # The parts, each given what it shares with the others: the slots (one per agent
-        # served at once) and the agents to look at again once their serve ends.
+        # The parts, each given what it shares with the others: besides the transport, the
+        # settings, the stats and the stop flag, the slots (one per agent served at once) and
+        # the agents to look at again once their serve ends.
+        common = (self.transport, settings, self.id, self.stats, self._stopping)
         slots = asyncio.Semaphore(settings.concurrency)
         again: set[str] = set()
-        transport, stats, stopping = self.transport, self.stats, self._stopping
         contexts = ContextStore(self.agents, settings)
-        self._leases = Leases(transport, settings)
+        self._leases = Leases(self.transport, settings)
         self._runner = BatchRunner(
-            transport, settings, self.agents, self.id, stats, self.metrics, contexts
+            self.transport, settings, self.agents, self.id, self.stats, self.metrics, contexts
         )
         self._server = AgentServer(
-            transport,
-            settings,
-            self.id,
-            stats,
-            stopping,
-            slots,
-            again,
-            self._leases,
-            contexts,
-            self._runner,
+            *common,
+            slots=slots,
+            again=again,
+            leases=self._leases,
+            contexts=contexts,
+            runner=self._runner,
         )
         self._scheduler = Scheduler(
-            transport,
-            settings,
-            self.id,
-            stats,
-            stopping,
-            slots,
-            again,
-            self._leases,
-            contexts,
-            self._runner,
-            self._server,
+            *common,
+            slots=slots,
+            again=again,
+            leases=self._leases,
+            contexts=contexts,
+            runner=self._runner,
+            server=self._server,
         )
         self.metrics.active = lambda: len(self._scheduler.active)
 
@@ -268,10 +261,10 @@ class Worker:
         if not active and not wanted:
             return
         served = {*active, *wanted}
-        grace = self.settings.grace_seconds
-        _log.info("draining %d agent(s), grace %.1fs", len(active), grace)
+        grace_s = self.settings.grace_seconds
+        _log.info("draining %d agent(s), grace %.1fs", len(active), grace_s)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
+        deadline = loop.time() + grace_s
         # A batch that finishes may hand its agent to a new task: wait for those too.
         while active and loop.time() < deadline:
             served.update(active)
@@ -290,15 +283,15 @@ class Worker:
 
     async def _signal_loop(self) -> None:
         lingering = self._server.lingering
-        backoff = 0.05
+        backoff_s = 0.05
         while True:
             try:
                 entries = await self.transport.read_signals(self._signals_from, 1000)
-                backoff = 0.05
+                backoff_s = 0.05
             except Exception as exc:  # never let the loop die: the worker would go silent
-                _log.warning("signals: %s; retrying in %.2fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                _log.warning("signals: %s; retrying in %.2fs", exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
                 continue
             news = False
             for entry_id, fields in entries:
@@ -317,10 +310,10 @@ class Worker:
                 await asyncio.sleep(_SIGNAL_COALESCE_S)
 
     async def _maintenance_loop(self) -> None:
-        interval = self.settings.lease_ms / 3000
+        interval_s = self.settings.lease_ms / 3000
         scans = 0
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval_s)
             try:
                 await self._maintain(scans)
                 scans += 1
