@@ -17,7 +17,7 @@ import time
 from pygents._resume import Resumed
 from pygents_dist._batch_runner import BatchRunner, NextTurns, TurnBatch
 from pygents_dist._context_store import ContextStore
-from pygents_dist._leases import Leases, warn_lapsed
+from pygents_dist._held_leases import HeldLeases, warn_lapsed
 from pygents_dist._settings import WorkerSettings, turns_per_fetch
 from pygents_dist._statuses import NOT_TAKEN, FetchStatus, Outcome
 from pygents_dist._transport import Entry, Transport
@@ -49,7 +49,7 @@ class AgentServer:
         stopping: asyncio.Event,
         slots: asyncio.Semaphore,
         again: set[str],
-        leases: Leases,
+        leases: HeldLeases,
         contexts: ContextStore,
         runner: BatchRunner,
     ) -> None:

@@ -25,7 +25,7 @@ from pygents._resume import Resumed
 from pygents_dist._agent_server import AgentServer
 from pygents_dist._batch_runner import BatchRunner, NextTurns, TurnBatch
 from pygents_dist._context_store import ContextStore
-from pygents_dist._leases import Leases, warn_lapsed
+from pygents_dist._held_leases import HeldLeases, warn_lapsed
 from pygents_dist._settings import WorkerSettings, turns_per_fetch
 from pygents_dist._statuses import FetchStatus, Outcome, TakeStatus
 from pygents_dist._transport import Taken, Transport
@@ -58,7 +58,7 @@ class Scheduler:
         stopping: asyncio.Event,
         slots: asyncio.Semaphore,
         again: set[str],
-        leases: Leases,
+        leases: HeldLeases,
         contexts: ContextStore,
         runner: BatchRunner,
         server: AgentServer,
@@ -262,7 +262,7 @@ class Scheduler:
     def _run_inline(self, agent: str, taken: Taken, sent: float) -> TurnBatch | None:
         """Run the first batch of an agent taken by a round trip sent at ``sent``; the
         batch if it ran without waiting, else None (it goes on in a task of its own, which
-        commits it, or it was not run: see ``Leases.holds``)."""
+        commits it, or it was not run: see ``HeldLeases.holds``)."""
         server = self._server
         self._leases.hold(agent, taken.owner, sent)
         if not self._leases.holds(agent):

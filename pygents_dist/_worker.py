@@ -35,7 +35,7 @@ while a turn runs may repeat after such a retry (readers skip them by sequence n
 
 Where each part lives, in the order a turn meets them: ``Worker`` (this module: the process's
 lifecycle and loops: signals, maintenance, cancels), ``_scheduler.py`` (slots, groups and
-chains), ``_agent_server.py`` (serving one owned agent: take, linger, let go), ``_leases.py``
+chains), ``_agent_server.py`` (serving one owned agent: take, linger, let go), ``_held_leases.py``
 (the leases held, their renewal and the ``owned`` set), ``_context_store.py`` (the agents'
 context as Redis holds it), ``_batch_runner.py`` (running one batch of turns),
 ``_admission.py`` (checking a turn entry and building its Turn), ``_routing.py`` (where a
@@ -60,8 +60,8 @@ from pygents_dist import _metrics, _wire
 from pygents_dist._agent_server import AgentServer
 from pygents_dist._batch_runner import BatchRunner
 from pygents_dist._context_store import ContextStore
+from pygents_dist._held_leases import HeldLeases
 from pygents_dist._keys import check_agent_name
-from pygents_dist._leases import Leases
 from pygents_dist._lock import RedisLocks
 from pygents_dist._log import current_worker
 from pygents_dist._routing import Router
@@ -141,7 +141,7 @@ class Worker:
         slots = asyncio.Semaphore(settings.concurrency)
         again: set[str] = set()
         contexts = ContextStore(self.agents, settings)
-        self._leases = Leases(self.transport, settings)
+        self._leases = HeldLeases(self.transport, settings)
         self._runner = BatchRunner(
             self.transport, settings, self.agents, self.id, self.stats, self.metrics, contexts
         )

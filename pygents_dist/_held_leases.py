@@ -17,7 +17,7 @@ from pygents_dist._settings import WorkerSettings
 from pygents_dist._transport import Transport
 from pygents_dist.errors import ConnectionLostError
 
-__all__ = ["Leases", "warn_lapsed"]
+__all__ = ["HeldLeases", "warn_lapsed"]
 
 _log = logging.getLogger("pygents_dist.worker")
 #: Seconds an agent is held before its lease is written to the ``owned`` set.
@@ -35,7 +35,7 @@ def warn_lapsed(agent: str, turns: int) -> None:
     )
 
 
-class Leases:
+class HeldLeases:
     """The leases this worker holds, and its part of the ``owned`` set."""
 
     def __init__(self, transport: Transport, settings: WorkerSettings) -> None:
