@@ -11,19 +11,18 @@ agents committed as the next group is taken). Every read comes back as a ``Fetch
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Sequence
 from typing import Any
 
+from pygents_dist._commit import Commit
 from pygents_dist._keys import GROUP
 from pygents_dist._leases import Taken, take_many_call, taken_many
 from pygents_dist._redis_errors import first_error, is_missing_script
+from pygents_dist._statuses import FetchStatus
 from pygents_dist._transport import Entry, Transport, entries
-from pygents_dist._wire import pack_for_lua
 
 __all__ = [
     "Committed",
-    "FetchStatus",
     "Fetched",
     "commit",
     "commit_fetch",
@@ -34,18 +33,9 @@ __all__ = [
     "wait_fetch",
 ]
 
-#: One agent's batch to commit in a group: (agent, owner value, ops, reply streams, give the
-#: lease up when the stream is left empty).
-type GroupCommit = tuple[str, str, dict[str, Any], list[str], bool]
-
-
-class FetchStatus(enum.IntEnum):
-    """What a fetch found (``lua/fetch.lua``)."""
-
-    OK = 0
-    LEASE_LOST = -1
-    PAUSED = -2
-    NO_GROUP = -3
+#: One agent's batch to commit in a group: (owner value, its commit, give the lease up when
+#: the stream is left empty).
+type GroupCommit = tuple[str, Commit, bool]
 
 
 @dataclasses.dataclass(slots=True)
@@ -60,7 +50,7 @@ class Fetched:
     the commit went in (a batch that was not committed reads nothing).
     """
 
-    status: int = FetchStatus.OK
+    status: FetchStatus = FetchStatus.OK
     entries: list[Entry] = dataclasses.field(default_factory=list)
     flags: list[bytes] = dataclasses.field(default_factory=list)
     released: bool = False
@@ -87,13 +77,11 @@ def _fetch_keys(transport: Transport, agent: str) -> list[str]:
     return [turns, owner, state, done, cancel]
 
 
-def _commit_call(
-    transport: Transport, agent: str, owner: str, ops: dict[str, Any], replies: list[str]
-) -> tuple[list[str], list[Any]]:
+def _commit_call(transport: Transport, owner: str, commit: Commit) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of ``lua/commit.lua``: the agent's keys, then its reply streams;
     the owner value and the packed ops."""
-    ops["g"] = GROUP
-    return [*transport.keys.for_agent(agent), *replies], [owner, pack_for_lua(ops)]
+    keys = [*transport.keys.for_agent(commit.agent), *commit.reply_streams]
+    return keys, commit.script_args(owner)
 
 
 async def fetch(
@@ -104,16 +92,14 @@ async def fetch(
     return _fetched(await transport.scripts.run_one("fetch", _fetch_keys(transport, agent), args))
 
 
-async def commit(
-    transport: Transport, agent: str, owner: str, ops: dict[str, Any], replies: list[str]
-) -> bool:
+async def commit(transport: Transport, owner: str, commit: Commit) -> bool:
     """Apply a batch's effects atomically (``lua/commit.lua``); False if fenced out."""
-    keys, args = _commit_call(transport, agent, owner, ops, replies)
+    keys, args = _commit_call(transport, owner, commit)
     return bool(await transport.scripts.run_one("commit", keys, args))
 
 
 async def commit_many(transport: Transport, commits: Sequence[GroupCommit]) -> list[Committed]:
-    """``commit`` the batches ``(agent, owner, ops, replies, release)`` of many agents
+    """``commit`` the batches ``(owner, commit, release)`` of many agents
     in one script call; each is fenced by its own lease, and with ``release`` its lease
     is given up when its stream is empty. Per batch: ``(committed, entries left in the
     stream, released)``."""
@@ -126,8 +112,8 @@ def _commit_many_call(
 ) -> tuple[list[str], list[Any]]:
     keys: list[str] = []
     args: list[Any] = [len(commits)]
-    for agent, owner, ops, replies, release in commits:
-        commit_keys, (_owner, packed) = _commit_call(transport, agent, owner, ops, replies)
+    for owner, commit, release in commits:
+        commit_keys, (_owner, packed) = _commit_call(transport, owner, commit)
         keys.extend(commit_keys)
         args.extend((len(commit_keys), int(release), owner, packed))
     return keys, args
@@ -162,10 +148,8 @@ async def commit_take_many(
 
 async def commit_fetch(
     transport: Transport,
-    agent: str,
     owner: str,
-    ops: dict[str, Any],
-    replies: list[str],
+    commit: Commit,
     consumer: str,
     count: int,
     pending: bool,
@@ -176,9 +160,9 @@ async def commit_fetch(
     With ``release``, the lease is given up when nothing is left to read. A batch that was
     not committed reads nothing (``committed`` False, status ``LEASE_LOST``).
     """
-    commit_keys, commit_args = _commit_call(transport, agent, owner, ops, replies)
+    commit_keys, commit_args = _commit_call(transport, owner, commit)
     fetch_args = [owner, GROUP, consumer, count, "0" if pending else ">", int(release)]
-    keys = [*commit_keys, *_fetch_keys(transport, agent)]
+    keys = [*commit_keys, *_fetch_keys(transport, commit.agent)]
     args = [len(commit_keys), len(commit_args), *commit_args, *fetch_args]
     ((done, got),) = await transport.scripts.coalesced([("commit_fetch", keys, args)])
     return _fetched(got, committed=bool(done))
@@ -186,10 +170,8 @@ async def commit_fetch(
 
 async def commit_wait_fetch(
     transport: Transport,
-    agent: str,
     owner: str,
-    ops: dict[str, Any],
-    replies: list[str],
+    commit: Commit,
     consumer: str,
     after: bytes,
     block_ms: int,
@@ -200,8 +182,8 @@ async def commit_wait_fetch(
     caller learns the commit's outcome when the wait ends; the turns' callers learn it
     from their reply streams at once). A batch that was not committed reads nothing."""
     scripts = transport.scripts
-    commit_keys, commit_args = _commit_call(transport, agent, owner, ops, replies)
-    keys = _fetch_keys(transport, agent)
+    commit_keys, commit_args = _commit_call(transport, owner, commit)
+    keys = _fetch_keys(transport, commit.agent)
     args = [owner, GROUP, consumer, count, ">", int(release)]
     done, woke, got = await transport.execute_raw(
         [

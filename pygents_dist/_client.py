@@ -134,9 +134,7 @@ class Client:
             name = tool.tool.__name__
         else:
             name = tool
-        turn_id = turn_id or _wire.new_turn_id()
-        data = _wire.encode_turn(
-            turn_id=turn_id,
+        return _wire.seal_turn(
             agent=agent,
             tool=name,
             args=args,
@@ -148,9 +146,9 @@ class Client:
             # Inside a running turn a send continues its trace; elsewhere a new trace starts.
             trace=trace if _trace.ids(trace) else _trace.child(_trace.current.get()),
             limits=self.limits,
+            secret=self.secret or None,
+            turn_id=turn_id,
         )
-        signature = _wire.sign(data, self.secret) if self.secret else b""
-        return turn_id, data, signature
 
     async def send(
         self,

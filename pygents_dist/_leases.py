@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pygents_dist._keys import GROUP
+from pygents_dist._statuses import NOT_TAKEN, TakeStatus
 from pygents_dist._transport import Entry, Transport, entries
 
 __all__ = [
@@ -35,15 +36,15 @@ _EXPIRED_PER_SWEEP = 1000
 class Taken:
     """What ``take`` found (see ``lua/take.lua``).
 
-    ``status``: 0 taken, -3 taken but the stream has no group, 1 owned by another worker,
-    2 paused, 3 idle (1-3: no lease was taken); from ``take_many``, 4: needs a full
-    ``take``. When taken: the owner value (fencing token), the context blobs, how many sends
+    ``status``: a ``TakeStatus`` (``TAKEN``; ``TAKEN_NO_GROUP``; ``OWNED``, ``PAUSED``,
+    ``IDLE``: no lease was taken; from ``take_many`` also ``NEEDS_TAKE``). When taken: the
+    owner value (fencing token), the context blobs, how many sends
     wait in the outbox, the claimed pending entries' delivery counts, and the first batch
     with its flags (``pending``: it holds claimed entries, read from this consumer's pending
     list).
     """
 
-    status: int
+    status: TakeStatus
     owner: str = ""
     queue: bytes | None = None
     pool: bytes | None = None
@@ -69,11 +70,11 @@ async def take(
     keys = list(transport.keys.for_agent(agent))
     args = [worker_id, lease_ms, GROUP, count, claim, claimed_count]
     (got,) = await transport.scripts.coalesced([("take", keys, args)])
-    status = int(got[0])
-    if status > 0:
+    status = TakeStatus(got[0])
+    if status in NOT_TAKEN:
         return Taken(status)
     taken = Taken(status, got[1].decode(), got[2] or None, got[3] or None, int(got[4]))
-    if status == 0:
+    if status == TakeStatus.TAKEN:
         taken.counts = {e: int(c) for e, c in zip(got[5], got[6], strict=False)}
         taken.entries = entries(got[7])
         taken.flags = list(got[8])
@@ -104,11 +105,11 @@ def taken_many(got: Any) -> list[Taken]:
     """``lua/take_many.lua``'s reply: a ``Taken`` per agent (status 0 with its first batch)."""
     out = []
     for one in got:
-        status = int(one[0])
-        if status != 0:
+        status = TakeStatus(one[0])
+        if status != TakeStatus.TAKEN:
             out.append(Taken(status))
             continue
-        taken = Taken(0, one[1].decode(), one[2] or None, one[3] or None)
+        taken = Taken(status, one[1].decode(), one[2] or None, one[3] or None)
         taken.entries = entries(one[4])
         taken.flags = list(one[5])
         out.append(taken)

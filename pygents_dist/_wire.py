@@ -50,6 +50,7 @@ __all__ = [
     "encode_value",
     "new_turn_id",
     "pack",
+    "seal_turn",
     "sign",
     "unpack",
 ]
@@ -189,6 +190,45 @@ def encode_turn(
             f"{limits.max_bytes}-byte limit; pass a reference (a key or URL) instead"
         )
     return data
+
+
+def seal_turn(
+    *,
+    agent: str,
+    tool: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    timeout: float,
+    tags: Sequence[str],
+    hooks: Mapping[str, list[str]],
+    trace: str | None,
+    limits: Limits,
+    secret: bytes | None,
+    reply: bool = False,
+    turn_id: str | None = None,
+) -> tuple[str, bytes, bytes]:
+    """A turn ready to send, as a client or a running turn sends one: ``(turn id, envelope,
+    signature)``, the envelope checked against ``limits`` (see ``encode_turn``) and signed
+    with ``secret`` (None: an empty signature). A new turn id unless ``turn_id``.
+
+    Raises:
+        PayloadError: an argument is not wire data, or the turn is too large or too deep.
+    """
+    turn_id = turn_id or new_turn_id()
+    data = encode_turn(
+        turn_id=turn_id,
+        agent=agent,
+        tool=tool,
+        args=args,
+        kwargs=kwargs,
+        timeout=timeout,
+        tags=tags,
+        hooks=hooks,
+        reply=reply,
+        trace=trace,
+        limits=limits,
+    )
+    return turn_id, data, b"" if secret is None else sign(data, secret)
 
 
 _NUMBERS = (int, float)

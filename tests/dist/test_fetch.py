@@ -12,8 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from pygents_dist import _batches, _directory, _leases, _streams
-from pygents_dist._batches import FetchStatus
+from pygents_dist._commit import Commit
 from pygents_dist._keys import GROUP
+from pygents_dist._statuses import FetchStatus
 from pygents_dist._transport import Transport
 
 pytestmark = pytest.mark.integration
@@ -63,10 +64,11 @@ async def test_a_commit_that_missed_its_script_is_not_read_again_by_the_fetch_be
         [(first, _)] = taken.entries
         await redis.script_flush()
         await transport.scripts.load(["fetch"])
-        ops = {"ack": [first], "tid": ["t0"], "rp": [], "now": 1, "win": 60_000, "fu": [],
-               "ob": [], "st": {}, "rttl": 60_000, "rmax": 100}  # fmt: skip
+        commit = Commit("a", dedup_window_ms=60_000, reply_ttl_ms=60_000, now_ms=1)
+        commit.acked.append(first)
+        commit.turn_ids.append("t0")
         got = await _batches.commit_wait_fetch(
-            transport, "a", taken.owner, ops, [], "w", first, 10, 10, False
+            transport, taken.owner, commit, "w", first, 10, 10, False
         )
         assert (got.committed, got.status, got.entries) == (True, FetchStatus.OK, [])
         after = await _batches.fetch(transport, "a", taken.owner, "w", 10, False)

@@ -19,6 +19,7 @@ from pygents_dist._wire import (
     encode_value,
     new_turn_id,
     pack,
+    seal_turn,
     sign,
     unpack,
     verify,
@@ -312,3 +313,29 @@ def test_signature_verifies_under_any_current_secret() -> None:
     assert not verify(data + b"x", signature, [b"old"])
     assert not verify(data, None, [b"old"])
     assert not verify(data, b"", [b"old"])
+
+
+def test_a_sealed_turn_is_its_checked_envelope_and_signature() -> None:
+    parts: dict[str, Any] = {
+        "agent": "a",
+        "tool": "t",
+        "args": [1],
+        "kwargs": {"b": 2},
+        "timeout": 1.0,
+        "tags": ["x"],
+        "hooks": {},
+        "trace": None,
+        "limits": Limits(),
+    }
+    turn_id, data, signature = seal_turn(**parts, secret=b"k", reply=True, turn_id="given")
+    assert turn_id == "given"
+    message = decode_turn(data)
+    assert (message.id, message.agent, message.tool, message.reply) == ("given", "a", "t", True)
+    assert (message.args, message.kwargs, message.tags) == ([1], {"b": 2}, ["x"])
+    assert signature == sign(data, b"k")
+    fresh, data, unsigned = seal_turn(**parts, secret=None)
+    assert len(fresh) == 32
+    assert unsigned == b""
+    assert not decode_turn(data).reply
+    with pytest.raises(PayloadError, match="over the 64-byte limit"):
+        seal_turn(**{**parts, "limits": Limits(max_bytes=64)}, secret=None)
