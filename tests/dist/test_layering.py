@@ -141,19 +141,25 @@ async def test_a_running_worker_and_a_client_hold_redis_only_through_the_transpo
         return value
 
     agent = Agent("layered", "echoes", [layered_echo])
-    settings = WorkerSettings(redis_url=redis_url, namespace=key_prefix)
-    worker = Worker(settings, [agent])
+    # One transport, made here and given to both (so neither closes it).
+    transport = Transport.from_url(redis_url, namespace=key_prefix)
+    worker = Worker(WorkerSettings(redis_url="redis://unused:1/0"), [agent], transport=transport)
     ready = asyncio.Event()
     running = asyncio.create_task(worker.run(on_ready=lambda _id: ready.set()))
     try:
         await asyncio.wait_for(ready.wait(), 15)
-        transport = Transport.from_url(redis_url, namespace=key_prefix)
         async with Client(transport=transport) as client:
             assert await client.call("layered", "layered_echo", kwargs={"value": 7}) == 7
             assert redis_objects_outside_plumbing(worker, "worker") == []
             assert redis_objects_outside_plumbing(client, "client") == []
-        await transport.ping()  # the client left the transport it was given open
-        await transport.aclose()
     finally:
         worker.stop()
         await asyncio.wait_for(running, 30)
+    await transport.ping()  # the client and the worker left the transport they were given open
+    await transport.aclose()
+
+
+def test_a_client_refuses_a_transport_and_connection_settings_together() -> None:
+    transport = Transport.from_url("redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match="either transport= or url"):
+        Client("redis://127.0.0.1:1/0", transport=transport)
