@@ -1,8 +1,9 @@
 """The points where a runtime other than the in-process one plugs into the core.
 
 The core runs everything in one process. A distributed runtime (``pygents_dist``) needs to
-change three things without patching the core: where tool and hook locks live, where queued
-turns go, and which agent's context a running tool or hook sees. All are set here and read
+change four things without patching the core: where tool and hook locks live, where queued
+turns go, which agent's context a running tool or hook sees, and to learn of agents made
+while it runs (so that other processes can reach them). All are set here and read
 on the hot path, so they are plain module state, not registries.
 """
 
@@ -15,6 +16,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pygents.agent import Agent
     from pygents.context import ContextPool, ContextQueue
     from pygents.turn import Turn
 
@@ -60,3 +62,13 @@ def set_router(new: Router | None) -> None:
     """Deliver every ``put`` / ``send`` of this process through ``new`` (None: in process)."""
     global router
     router = new
+
+
+#: Called with every agent registered (made) while set; None: nobody is told.
+agent_observer: Callable[[Agent], None] | None = None
+
+
+def set_agent_observer(observer: Callable[[Agent], None] | None) -> None:
+    """Tell ``observer`` of every agent registered from now on (None: stop telling)."""
+    global agent_observer
+    agent_observer = observer

@@ -25,7 +25,7 @@ from pygents.hooks import (
     fire,
     global_hooks,
 )
-from pygents.registry import AgentRegistry, ToolRegistry
+from pygents.registry import INSTANCE_SEPARATOR, AgentRegistry, ToolRegistry, split_instance
 from pygents.tool import BaseTool
 from pygents.turn import Turn
 
@@ -347,6 +347,52 @@ class Agent:
         init(child, "turn_hooks", list(self.turn_hooks))
         child._queue.extend(turn.copy() for turn in self._queue)
         return child
+
+    def instance(self, key: str) -> Agent:
+        """This agent's instance for ``key``, with this agent as its kind: the registered agent
+        ``"<name>/<key>"``, made on first use and the same object after.
+
+        An instance has the kind's description, tools, hooks, turn hooks and tags, and starts
+        from a snapshot (branch) of the kind's context queue and pool, then lives on its
+        own: its own turns, in order, and its own context. ``AgentRegistry.get`` and
+        ``Agent.send`` make instances by name, so a program addresses ``"assistant/user-42"``
+        without making it first. In ``pygents_dist`` workers make instances the same way, on
+        the first turn sent to one, from the kind as its module declares it.
+
+        Raises:
+            ValueError: ``key`` is empty or not a string, or this agent is an instance itself
+                (its name holds ``/``).
+        """
+        if not isinstance(key, str) or not key:
+            raise ValueError(
+                f"agent {self.name!r}: an instance key is a non-empty str, got {key!r}"
+            )
+        if INSTANCE_SEPARATOR in self.name:
+            raise ValueError(
+                f"agent {self.name!r} cannot be a kind: its name holds {INSTANCE_SEPARATOR!r}"
+            )
+        name = f"{self.name}{INSTANCE_SEPARATOR}{key}"
+        existing = AgentRegistry._agents.get(name)
+        if existing is not None:
+            return existing
+        child = Agent(
+            name,
+            self.description,
+            list(self.tools),
+            context_pool=self.context_pool.branch(),
+            context_queue=self.context_queue.branch(),
+            tags=self.tags,
+        )
+        init = object.__setattr__
+        init(child, "hooks", list(self.hooks))
+        init(child, "turn_hooks", list(self.turn_hooks))
+        return child
+
+    @property
+    def kind(self) -> str | None:
+        """The name of the agent this one is an instance of, or None (see ``instance``)."""
+        parts = split_instance(self.name)
+        return parts[0] if parts is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """The agent as plain data (tools and hooks by name, turns and contexts in full).

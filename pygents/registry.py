@@ -4,6 +4,10 @@ Registration is automatic: tools at decoration, agents at construction. A name i
 registering under a taken name raises ``ValueError`` (``'<name>' already registered``), even
 for the object already there, as in pygents 0.7.0.
 
+An agent can serve as a kind: ``AgentRegistry.get("assistant/user-42")`` makes (once) the
+instance of the registered agent ``assistant`` for the key ``user-42`` (see
+``Agent.instance``), so turns can be sent to an instance by name without declaring it.
+
 ``HookRegistry`` lives with the rest of the hook machinery in ``pygents.hooks``; it is
 re-exported here so that 0.7.0's ``from pygents.registry import HookRegistry`` keeps working.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pygents import _seams
 from pygents.errors import UnregisteredAgentError, UnregisteredToolError, registered_names
 from pygents.hooks import HookRegistry
 
@@ -19,7 +24,17 @@ if TYPE_CHECKING:
     from pygents.agent import Agent
     from pygents.tool import BaseTool
 
-__all__ = ["AgentRegistry", "HookRegistry", "ToolRegistry"]
+__all__ = ["INSTANCE_SEPARATOR", "AgentRegistry", "HookRegistry", "ToolRegistry", "split_instance"]
+
+#: Between a kind's name and an instance key in an instance's name: ``"assistant/user-42"``.
+INSTANCE_SEPARATOR = "/"
+
+
+def split_instance(name: str) -> tuple[str, str] | None:
+    """``(kind, key)`` of an instance name (split at the first ``/``), or None when ``name``
+    names no instance (no separator, or an empty kind or key)."""
+    kind, separator, key = name.partition(INSTANCE_SEPARATOR)
+    return (kind, key) if separator and kind and key else None
 
 
 class ToolRegistry:
@@ -97,16 +112,27 @@ class AgentRegistry:
                 f"AgentRegistry.unregister({name!r}) first"
             )
         cls._agents[name] = agent
+        observer = _seams.agent_observer
+        if observer is not None:
+            observer(agent)
 
     @classmethod
     def get(cls, name: str) -> Agent:
-        """The agent called ``name`` (``UnregisteredAgentError`` if unknown)."""
-        try:
-            return cls._agents[name]
-        except KeyError:
-            raise UnregisteredAgentError(
-                f"agent {name!r} not found in AgentRegistry{registered_names(cls._agents)}"
-            ) from None
+        """The agent called ``name``; for ``"<kind>/<key>"`` with ``<kind>`` registered, that
+        kind's instance for ``key``, made on first use (``Agent.instance``).
+
+        Raises:
+            UnregisteredAgentError: no agent (and no kind) of that name.
+        """
+        agent = cls._agents.get(name)
+        if agent is not None:
+            return agent
+        parts = split_instance(name)
+        if parts is not None and parts[0] in cls._agents:
+            return cls._agents[parts[0]].instance(parts[1])
+        raise UnregisteredAgentError(
+            f"agent {name!r} not found in AgentRegistry{registered_names(cls._agents)}"
+        )
 
     @classmethod
     def unregister(cls, name: str) -> None:
