@@ -9,6 +9,7 @@ runner with the ``DeadLetterReason`` of the ``WireError`` raised.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from pygents.agent import Agent
@@ -30,7 +31,7 @@ class Admission:
     """Checks the turn entries of the served agents and builds their turns; remembers each
     tool's signature, and which argument shapes it was already checked with."""
 
-    def __init__(self, agents: dict[str, Agent], settings: WorkerSettings) -> None:
+    def __init__(self, agents: Mapping[str, Agent], settings: WorkerSettings) -> None:
         self._agents = agents
         self._settings = settings
         self._signatures: dict[str, inspect.Signature] = {}

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from pygents.agent import Agent
@@ -82,7 +82,7 @@ class BatchRunner:
         self,
         transport: Transport,
         settings: WorkerSettings,
-        agents: dict[str, Agent],
+        agents: Mapping[str, Agent],
         worker_id: str,
         stats: dict[str, int],
         metrics: _metrics.Metrics,

@@ -103,6 +103,12 @@ def _worker_parser() -> argparse.ArgumentParser:
         help="keep an agent this long after its last turn, for the next one (20; 0: off)",
     )
     p.add_argument(
+        "--max-active-agents",
+        type=int,
+        default=10_000,
+        help="instances and runtime-made agents kept in memory at once (10000)",
+    )
+    p.add_argument(
         "--loop",
         choices=["uvloop", "asyncio"],
         default="uvloop",
@@ -172,6 +178,7 @@ def _settings(ns: argparse.Namespace) -> WorkerSettings:
         metrics_port=ns.metrics_port,
         metrics_host=ns.metrics_host,
         linger_ms=ns.linger_ms,
+        max_active_agents=ns.max_active_agents,
     )
 
 
@@ -307,6 +314,13 @@ def _ops_parser() -> argparse.ArgumentParser:
     )
     for name, text in (("pause", "hold an agent on every worker"), ("resume", "release it")):
         sub.add_parser(name, parents=[as_json], help=text).add_argument("agent")
+    forget = sub.add_parser(
+        "forget",
+        parents=[as_json],
+        help="delete an instance's or runtime-made agent's state (context, dedup, turns)",
+    )
+    forget.add_argument("agent", help='an instance ("kind/key") or an agent made at runtime')
+    forget.add_argument("--force", action="store_true", help="drop turns still waiting for it")
     dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
     listing = dlq_sub.add_parser("list", parents=[as_json], help="list dead letters, oldest first")
@@ -381,6 +395,14 @@ async def _ops_main(
             return await _ops.status(client, ns.json, ns.watch)
         if ns.command == "send":
             return await _ops.send(client, ns, *arguments)
+        if ns.command == "forget":
+            if not await client.forget(ns.agent, force=ns.force):
+                raise DistError(
+                    f"{ns.agent}: not forgotten: a worker holds it now, or turns wait for it "
+                    "(--force drops them)"
+                )
+            _ops.emit(ns.json, {"agent": ns.agent, "forgotten": True}, f"{ns.agent}: forgotten")
+            return 0
         if ns.command in ("pause", "resume"):
             await getattr(client, ns.command)(ns.agent)
             paused = ns.command == "pause"

@@ -35,6 +35,10 @@ def default_namespace() -> str:
     return os.environ.get("PYGENTS_NAMESPACE") or os.environ.get("PYGENTS_KEY_PREFIX") or ""
 
 
+#: Agents a client remembers it checked (past this, it starts over).
+_KNOWN_MAX = 100_000
+
+
 class Client:
     """Talks to the agents of one deployment (one Redis and namespace).
 
@@ -107,11 +111,13 @@ class Client:
     async def _check_agent(self, agent: str) -> None:
         if agent in self._known:
             return
-        if not await _directory.is_declared(self.transport, agent):
+        if not await _directory.is_addressable(self.transport, agent):
             raise UnknownAgentError(
                 f"no worker has declared an agent named {agent!r} (is a worker serving it, "
                 "with the same namespace?)"
             )
+        if len(self._known) >= _KNOWN_MAX:  # one client may address millions of instances
+            self._known.clear()
         self._known.add(agent)
 
     def _envelope(
@@ -304,6 +310,28 @@ class Client:
         """Let a paused agent run again."""
         await self._check_agent(agent)
         await _control.set_paused(self.transport, agent, False)
+
+    async def forget(self, agent: str, *, force: bool = False) -> bool:
+        """Forget an instance (``"<kind>/<key>"``) or an agent made at runtime: its context,
+        its dedup memory and (for a runtime agent) its definition are deleted from Redis; a
+        later turn to an instance starts it afresh from its kind.
+
+        Returns False, deleting nothing, while a worker holds the agent or, without
+        ``force``, while turns or sends wait for it (``force`` drops them).
+
+        Raises:
+            ValueError: ``agent`` is declared by workers' modules (forget only what
+                addressing or running made).
+        """
+        entry = await _directory.description(self.transport, agent)
+        if entry is not None and not _wire.unpack(entry).get("runtime"):
+            raise ValueError(
+                f"agent {agent!r} is declared by the workers' module; only instances and "
+                "agents made at runtime can be forgotten"
+            )
+        outcome = await _control.forget(self.transport, agent, force)
+        self._known.discard(agent)
+        return outcome == _control.ForgetOutcome.FORGOTTEN
 
     async def agents(self) -> list[str]:
         """Names of every declared agent."""

@@ -10,11 +10,14 @@ the packed ops map, ``ops()`` plus the group name ``g``) and ``Commit.reply_stre
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pygents_dist import _wire
 from pygents_dist._keys import GROUP
 from pygents_dist._replies import REPLY_STREAM_CAP, ReplyKind
+
+if TYPE_CHECKING:
+    from pygents.agent import Agent
 
 __all__ = ["NO_REPLY", "Commit"]
 
@@ -50,6 +53,9 @@ class Commit:
         now_ms: ``now``: Unix time in ms, the score of the turn ids.
         context: ``st``: the context blobs (``queue``, ``pool``) that changed, written to
             the agent's state hash.
+        new_agents: agents the batch's turns made (``Agent(...)``, ``branch``): not part of
+            the script; they are defined in the directory just before it runs, so that the
+            sends it relays to them find them (``_routing.define_agents``).
     """
 
     agent: str
@@ -63,6 +69,7 @@ class Commit:
     outbox: list[list[bytes | str]] = dataclasses.field(default_factory=list)
     now_ms: int = 0
     context: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    new_agents: list[Agent] = dataclasses.field(default_factory=list)
 
     def reply_to(self, key: str) -> int:
         """Add the reply stream ``key``; its reply index."""

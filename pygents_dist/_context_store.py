@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from pygents.agent import Agent
 from pygents.context import ContextItem
 from pygents_dist import _wire
+from pygents_dist._served_agents import ServedAgents
 from pygents_dist._settings import WorkerSettings
 from pygents_dist.errors import PayloadError
 
@@ -24,27 +24,28 @@ class ContextStore:
     """The context blobs Redis holds for each served agent, and the context each agent's
     module gave it (what it starts from while Redis holds none)."""
 
-    def __init__(self, agents: dict[str, Agent], settings: WorkerSettings) -> None:
+    def __init__(self, agents: ServedAgents, settings: WorkerSettings) -> None:
         self._agents = agents
         self._settings = settings
-        self._initial = {
-            name: (a.context_queue.items, a.context_pool.items) for name, a in agents.items()
-        }
-        self._starts_empty = {name for name, (q, p) in self._initial.items() if not q + p}
         self._saved: dict[str, dict[str, bytes]] = {}  # agent: field: blob
+        agents.on_forget.append(self.forget)
+
+    def forget(self, agent: str) -> None:
+        """Drop what is kept of an agent this worker let go of."""
+        self._saved.pop(agent, None)
 
     def restore(self, agent: str, queue_blob: bytes | None, pool_blob: bytes | None) -> None:
         """Give the agent the context Redis holds (read when it was taken)."""
         # With nothing committed in Redis the agent starts from the context its module gave
         # it, never from what this process last held (uncommitted, or another deployment's).
         served = self._agents[agent]
+        queue, pool = self._agents.template(agent)
         if queue_blob is None and pool_blob is None:
             self._saved.pop(agent, None)
             empty = not served.context_queue and not served.context_pool
-            if empty and agent in self._starts_empty:
+            if empty and not queue and not pool:
                 return  # most agents: no context, nothing to rebuild
         saved: dict[str, bytes] = {}
-        queue, pool = self._initial[agent]
         if queue_blob is not None:
             queue = [ContextItem.from_dict(d) for d in _wire.unpack(queue_blob)]
             saved["queue"] = queue_blob

@@ -8,6 +8,7 @@ batch is fetched and while a turn runs; each live worker keeps a heartbeat key w
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +18,10 @@ from pygents_dist._streams import signal
 from pygents_dist._transport import Transport
 
 __all__ = [
+    "ForgetOutcome",
     "agent_status",
     "cancelled",
+    "forget",
     "forget_worker",
     "heartbeat",
     "is_paused",
@@ -28,6 +31,26 @@ __all__ = [
 ]
 
 _SCAN_COUNT = 500
+
+
+class ForgetOutcome(enum.IntEnum):
+    """What ``forget`` did (``lua/forget.lua``)."""
+
+    FORGOTTEN = 1
+    #: A worker holds the agent now: nothing deleted.
+    BUSY = 0
+    #: Turns or sends wait (and ``force`` was not given): nothing deleted.
+    HAS_WORK = -1
+
+
+async def forget(transport: Transport, agent: str, force: bool = False) -> ForgetOutcome:
+    """Delete an agent's keys (its stream, context, outbox, dedup set, cancel flags) and,
+    for an agent made at runtime, its directory entry; reply streams expire on their own."""
+    keys = list(transport.keys.for_agent(agent))
+    got = ForgetOutcome(await transport.scripts.run_one("forget", keys, ["1" if force else "0"]))
+    if got == ForgetOutcome.FORGOTTEN:
+        await transport.execute([("HDEL", transport.keys.directory, agent)], "forget")
+    return got
 
 
 async def set_paused(transport: Transport, agent: str, paused: bool) -> None:

@@ -7,11 +7,21 @@ a target against the directory before they send.
 
 from __future__ import annotations
 
+from pygents.registry import split_instance
 from pygents_dist._keys import GROUP
 from pygents_dist._redis_errors import first_error, reply_code
 from pygents_dist._transport import Transport
 
-__all__ = ["declare", "description", "directory", "ensure_group", "is_declared"]
+__all__ = [
+    "declare",
+    "define",
+    "description",
+    "descriptions",
+    "directory",
+    "ensure_group",
+    "is_addressable",
+    "is_declared",
+]
 
 _DECLARED_PER_ROUND_TRIP = 1000
 
@@ -48,6 +58,36 @@ async def description(transport: Transport, agent: str) -> bytes | None:
     """The declared agent's msgpack description, or None if no worker declared it."""
     (blob,) = await transport.execute([("HGET", transport.keys.directory, agent)], "lookup")
     return bytes(blob) if blob is not None else None
+
+
+async def descriptions(transport: Transport, agents: list[str]) -> list[bytes | None]:
+    """The directory entries of ``agents`` (None where there is none), in one round trip."""
+    (blobs,) = await transport.execute([("HMGET", transport.keys.directory, *agents)], "lookup")
+    return [bytes(b) if b is not None else None for b in blobs]
+
+
+async def is_addressable(transport: Transport, agent: str) -> bool:
+    """Whether turns can be sent to ``agent``: it is in the directory (declared by a worker,
+    or made at runtime), or it is an instance (``"<kind>/<key>"``) of a declared kind."""
+    parts = split_instance(agent)
+    names = [agent] if parts is None else [agent, parts[0]]
+    return any(b is not None for b in await descriptions(transport, names))
+
+
+async def define(
+    transport: Transport, entries: dict[str, bytes], contexts: dict[str, dict[str, bytes]]
+) -> None:
+    """Record agents made at runtime: their directory entries, and the context each was
+    made with as its first state (kept if the agent already has one)."""
+    commands: list[tuple[str | bytes, ...]] = []
+    if entries:
+        flat = [part for name, entry in entries.items() for part in (name, entry)]
+        commands.append(("HSET", transport.keys.directory, *flat))
+    for name, fields in contexts.items():
+        state = transport.keys.state(name)
+        commands += [("HSETNX", state, field, blob) for field, blob in fields.items()]
+    if commands:
+        await transport.execute(commands, "define")
 
 
 async def is_declared(transport: Transport, agent: str) -> bool:

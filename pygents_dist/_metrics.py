@@ -28,6 +28,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
+from pygents.registry import split_instance
 from pygents_dist.errors import DistError
 
 __all__ = ["BUCKETS", "Metrics", "serve"]
@@ -37,6 +38,9 @@ _log = logging.getLogger("pygents_dist.metrics")
 #: Upper bounds (seconds) of the turn duration histogram's buckets (+Inf is implied).
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _MAX_REQUEST = 8192
+#: Agents with series of their own; turns of further agents count under ``_OTHER``.
+_AGENT_SERIES_MAX = 1000
+_OTHER = "_other"
 
 
 def _label(value: str) -> str:
@@ -66,7 +70,23 @@ class Metrics:
         self.active: Callable[[], int] = lambda: 0
 
     def agent_index(self, agent: str) -> int:
-        """The number of ``agent``'s counters (for ``started_at`` and ``finished_at``)."""
+        """The number of ``agent``'s counters (for ``started_at`` and ``finished_at``).
+
+        An instance (``"<kind>/<key>"``) counts under its kind, and past ``_AGENT_SERIES_MAX``
+        agents the rest count as ``_OTHER``: a deployment of a million agents must not make a
+        million series."""
+        index = self._index.get(agent)
+        if index is None:
+            parts = split_instance(agent)
+            label = parts[0] if parts is not None else agent
+            if label != agent:
+                return self.agent_index(label)
+            if len(self._index) >= _AGENT_SERIES_MAX:
+                return self.agent_index(_OTHER) if agent != _OTHER else self._new_index(agent)
+            return self._new_index(agent)
+        return index
+
+    def _new_index(self, agent: str) -> int:
         index = self._index.get(agent)
         if index is None:
             index = self._index[agent] = len(self._started)

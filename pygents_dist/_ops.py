@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from pygents.registry import split_instance
 from pygents_dist import _control, _dead_letters, _directory, _replies, _wire
 from pygents_dist._client import Client
 from pygents_dist._replies import ReplyKind
@@ -189,7 +190,8 @@ async def status(client: Client, as_json: bool, watch: float | None) -> int:
 
 async def _check_tool(client: Client, agent: str, tool: str) -> None:
     transport = client.transport
-    blob = await _directory.description(transport, agent)
+    parts = split_instance(agent)
+    blob = await _directory.description(transport, agent if parts is None else parts[0])
     if blob is None:
         known = sorted(await _directory.directory(transport))
         hint = f"; declared agents: {', '.join(known[:20])}" if known else ""
@@ -337,7 +339,9 @@ async def dead_letters(client: Client, ns: argparse.Namespace) -> int:
             batch = []
             for entry_id, f in page:
                 agent = f.get(b"agent", b"").decode(errors="replace")
-                if agent not in declared or b"m" not in f:
+                parts = split_instance(agent)
+                addressed = agent if parts is None else parts[0]
+                if addressed not in declared or b"m" not in f:
                     skipped += 1
                     continue
                 turn_id = f.get(b"id", b"").decode(errors="replace")

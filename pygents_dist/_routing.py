@@ -4,6 +4,10 @@ puts or sends to the running batch's commit (or straight to Redis outside a batc
 ``Router`` is the ``pygents._seams.Router`` of a worker process: the core hands it every
 ``put`` and ``send``. Inside a batch, a turn for the batch's own agent becomes a follow-up and
 a turn for any other agent a send through the outbox, both written by the batch's commit.
+
+Agents a running tool makes (``Agent(...)``, ``branch``) are routed too: they join the batch's
+commit and are defined in the directory just before it (``define_agents``), so that every
+worker can serve them and the sends the commit relays find them.
 """
 
 from __future__ import annotations
@@ -12,16 +16,20 @@ import asyncio
 import contextvars
 from typing import Any
 
+from pygents.agent import Agent
 from pygents.registry import HookRegistry
 from pygents.turn import Turn
 from pygents_dist import _directory, _replies, _streams, _trace, _wire
 from pygents_dist._commit import Commit
+from pygents_dist._served_agents import ServedAgents, describe
 from pygents_dist._settings import WorkerSettings
 from pygents_dist._transport import Transport
 from pygents_dist.errors import UnknownAgentError
 
-__all__ = ["Publisher", "Router", "running_commit"]
+__all__ = ["Publisher", "Router", "define_agents", "running_commit"]
 
+#: Targets found in the directory that are remembered (past this, the memory starts over).
+_KNOWN_MAX = 100_000
 #: Streamed values a turn may produce ahead of its reply stream writes before it waits.
 _PUBLISH_AHEAD = 1000
 
@@ -68,21 +76,63 @@ class Publisher:
             self.writer.cancel()
 
 
-class Router:
-    """``pygents._seams.Router`` for a worker process: puts and sends go to Redis."""
+async def define_agents(
+    transport: Transport, agents: list[Agent], settings: WorkerSettings
+) -> None:
+    """Define agents made at runtime in the directory, with the context each has now as its
+    first state."""
+    entries = {a.name: describe(a, runtime=True) for a in agents}
+    contexts: dict[str, dict[str, bytes]] = {}
+    for agent in agents:
+        fields = contexts[agent.name] = {}
+        for field, items in (
+            ("queue", agent.context_queue.items),
+            ("pool", agent.context_pool.items),
+        ):
+            if items:
+                fields[field] = _wire.encode_value([i.to_dict() for i in items], settings.limits)
+    await _directory.define(transport, entries, contexts)
 
-    def __init__(self, transport: Transport, settings: WorkerSettings) -> None:
+
+class Router:
+    """``pygents._seams.Router`` for a worker process: puts and sends go to Redis.
+
+    Args:
+        served: the worker's agents: a target it can serve needs no directory lookup.
+    """
+
+    def __init__(
+        self, transport: Transport, settings: WorkerSettings, served: ServedAgents | None = None
+    ) -> None:
         self.transport = transport
         self.settings = settings
+        self.served = served
         self.known: set[str] = set()
+        self._defining: set[asyncio.Task[None]] = set()
+
+    def made(self, agent: Agent) -> None:
+        """A running tool made ``agent``: define it with the running batch's commit (or at
+        once, outside a batch)."""
+        commit = running_commit.get()
+        if commit is not None:
+            commit.new_agents.append(agent)
+            return
+        task = asyncio.get_running_loop().create_task(
+            define_agents(self.transport, [agent], self.settings)
+        )
+        self._defining.add(task)
+        task.add_done_callback(self._defining.discard)
 
     async def put(self, agent_name: str, turn: Turn[Any]) -> None:
-        if agent_name not in self.known:
-            if not await _directory.is_declared(self.transport, agent_name):
+        served = self.served
+        if agent_name not in self.known and not (served and served.addressable(agent_name)):
+            if not await _directory.is_addressable(self.transport, agent_name):
                 raise UnknownAgentError(
                     f"no worker has declared an agent named {agent_name!r}; start a worker "
                     "serving it first"
                 )
+            if len(self.known) >= _KNOWN_MAX:
+                self.known.clear()
             self.known.add(agent_name)
         secrets = self.settings.secrets
         turn_id, data, signature = _wire.seal_turn(

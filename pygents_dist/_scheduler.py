@@ -22,12 +22,14 @@ from collections.abc import Coroutine
 from typing import Any
 
 from pygents._resume import Resumed
+from pygents.agent import Agent
 from pygents_dist import _batches, _leases
 from pygents_dist._agent_server import AgentServer
 from pygents_dist._batch_runner import BatchRunner, NextTurns, TurnBatch
 from pygents_dist._context_store import ContextStore
 from pygents_dist._held_leases import HeldLeases, warn_lapsed
 from pygents_dist._leases import Taken
+from pygents_dist._routing import define_agents
 from pygents_dist._settings import WorkerSettings, turns_per_fetch
 from pygents_dist._statuses import FetchStatus, Outcome, TakeStatus
 from pygents_dist._transport import Transport
@@ -298,13 +300,17 @@ class Scheduler:
         what the take found, or None if the round trip failed (then every agent of both
         groups is looked at again)."""
         commits = []
+        made: list[Agent] = []
         for _agent, owner, batch in done:
             commit = batch.commit
             release = not commit.outbox and not batch.held and batch.rest is None
             commits.append((owner, commit, release))
+            made += commit.new_agents
         transport = self._transport
         taken: list[Taken] = []
         try:
+            if made:  # before the commit: the sends it relays must find them
+                await define_agents(transport, made, self._settings)
             if following:
                 lease_ms = self._settings.lease_ms
                 results, taken = await _batches.commit_take_many(

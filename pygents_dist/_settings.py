@@ -38,6 +38,10 @@ class WorkerSettings:
             no new lease: less latency and CPU for an agent called back to back). Only
             while a slot is free; 0 gives the lease up at once. A worker stopping may still
             take a turn that arrives within the current wait (at most 25 ms).
+        max_active_agents: most instances (``"<kind>/<key>"``) and agents made at runtime
+            kept in this worker's memory at once; past it the least recently used idle one
+            is let go (Redis keeps its turns and context; it is built again when needed).
+            Declared agents are always kept.
     """
 
     redis_url: str = "redis://localhost:6379/0"
@@ -57,6 +61,7 @@ class WorkerSettings:
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
     linger_ms: int = 20
+    max_active_agents: int = 10_000
 
 
 def turns_per_fetch(settings: WorkerSettings) -> int:

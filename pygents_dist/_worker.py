@@ -67,6 +67,7 @@ from pygents_dist._lock import RedisLocks
 from pygents_dist._log import current_worker
 from pygents_dist._routing import Router
 from pygents_dist._scheduler import Scheduler
+from pygents_dist._served_agents import ServedAgents, describe, observe
 from pygents_dist._settings import WorkerSettings
 from pygents_dist._transport import Transport
 from pygents_dist.errors import ConnectionLostError
@@ -89,16 +90,6 @@ def _signalled(fields: dict[bytes, bytes]) -> list[str]:
     if one is not None:
         return [one.decode(errors="replace")]
     return fields.get(b"as", b"").decode(errors="replace").split()
-
-
-def _describe(agent: Agent) -> bytes:
-    return _wire.pack(
-        {
-            "description": agent.description,
-            "tools": [t.__name__ for t in agent.tools],
-            "declared": time.time(),
-        }
-    )
 
 
 class Worker:
@@ -131,7 +122,9 @@ class Worker:
             agents = [AgentRegistry.get(n) for n in wanted] if wanted else AgentRegistry.all()
         if not agents:
             raise ValueError("nothing to serve: the module defines no agents")
-        self.agents = {check_agent_name(a.name): a for a in agents}
+        declared = {check_agent_name(a.name): a for a in agents}
+        #: The agents this worker serves: declared, and the active instances and runtime agents.
+        self.agents = ServedAgents(declared, settings.max_active_agents)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._owns_transport = transport is None
         self.transport = transport or Transport.from_url(
@@ -192,7 +185,9 @@ class Worker:
     async def run(self, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve until ``stop()``; then drain in-flight turns within the grace period."""
         current_worker.set(self.id)
-        _seams.set_router(Router(self.transport, self.settings))
+        router = Router(self.transport, self.settings, self.agents)
+        _seams.set_router(router)
+        _seams.set_agent_observer(observe(self.agents, router.made))
         _seams.set_lock_provider(
             RedisLocks(self.transport, self.settings.lease_ms, self.metrics.lock_waited)
         )
@@ -225,6 +220,7 @@ class Worker:
             if metrics_server is not None:
                 metrics_server.close()
             _seams.set_router(None)
+            _seams.set_agent_observer(None)
             _seams.set_lock_provider(None)
             self._leases.stop()
             self._scheduler.stop()
@@ -244,7 +240,8 @@ class Worker:
         await self._scan()
 
     async def _declare(self) -> None:
-        await _directory.declare(self.transport, {n: _describe(a) for n, a in self.agents.items()})
+        declared = self.agents.declared
+        await _directory.declare(self.transport, {n: describe(a) for n, a in declared.items()})
         await _control.heartbeat(
             self.transport, self.id, self._info(), self._heartbeat_ttl(), create=True
         )
@@ -254,7 +251,8 @@ class Worker:
             {
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
-                "agents": len(self.agents),
+                "agents": len(self.agents.declared),
+                "active_agents": self.agents.active_count,
                 "active": len(self._scheduler.active),
                 "version": VERSION,
                 "turns": self.stats["turns"],
@@ -312,14 +310,24 @@ class Worker:
                 backoff_s = min(backoff_s * 2, 2.0)
                 continue
             news = False
+            unknown: list[str] = []
+            activate_now = self.agents.activate_now
             for entry_id, fields in entries:
                 self._signals_from = entry_id
                 for name in _signalled(fields):
-                    if name in self.agents:
+                    if activate_now(name):
                         # A lingering agent reads new turns itself (the signal only marks it
                         # to be looked at again once its serve ends, in case it just gave up).
                         news = news or name not in lingering
                         self._scheduler.schedule(name)
+                    else:
+                        unknown.append(name)
+            if unknown:  # agents made at runtime (on any worker), if this one can serve them
+                for name in await self._activate(unknown):
+                    news = True
+                    self._scheduler.schedule(name)
+            if self.agents.active_count > self.settings.max_active_agents:
+                self.agents.let_go_idle(self._busy)
             if news:
                 await asyncio.sleep(0)  # let the agents just scheduled start before reading on
             elif entries:
@@ -351,15 +359,32 @@ class Worker:
             self._signals_from = b"0-0"
             await self._scan()
         await self._leases.renew()
-        for agent in await _leases.expired_owners(transport):
-            if agent in self.agents:
-                # Its stale entry is in the set: remove it once we have served the agent.
-                self._leases.stale(agent)
-                self._scheduler.schedule(agent)
+        for agent in await self._activate(await _leases.expired_owners(transport)):
+            # Its stale entry is in the set: remove it once we have served the agent.
+            self._leases.stale(agent)
+            self._scheduler.schedule(agent)
         self._leases.sync_soon()
         await self._scan(self._scan_slice(round_no))
         if self.settings.metrics_port is not None:
             await self._refresh_depths()
+
+    async def _activate(self, names: list[str]) -> list[str]:
+        """Of ``names``, those this worker serves, made ready to serve (instances built,
+        runtime agents built from their definitions); none when Redis cannot say."""
+        try:
+            return await self.agents.activate(self.transport, names)
+        except ConnectionLostError as exc:
+            _log.warning("looking up %d agent(s): %s", len(names), exc)
+            return []
+
+    def _busy(self, agent: str) -> bool:
+        """Whether ``agent`` is being served, lingered on or waiting to be taken here."""
+        scheduler = self._scheduler
+        return (
+            agent in scheduler.active
+            or agent in scheduler.wanted
+            or (agent in self._server.lingering)
+        )
 
     def _scan_slice(self, round_no: int) -> list[str]:
         """The agents whose backlog this maintenance round checks again, a safety net behind

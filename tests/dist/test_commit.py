@@ -18,6 +18,7 @@ from pygents_dist._commit import NO_REPLY, Commit
 from pygents_dist._context_store import ContextStore
 from pygents_dist._keys import Keys
 from pygents_dist._routing import Router
+from pygents_dist._served_agents import ServedAgents
 from pygents_dist._settings import WorkerSettings
 from pygents_dist._transport import Entry
 from pygents_dist.errors import DeadLetterReason
@@ -131,8 +132,8 @@ class StandIn:
                 values.append((command[9], command[11]))
             elif name == "PEXPIRE":
                 self.published.append((key, values, command[2]))
-            elif name == "HEXISTS":
-                replies.append(1)
+            elif name == "HMGET":  # the directory: every agent asked for is declared
+                replies.append([b"entry"] * len(command[2:]))
                 continue
             else:
                 raise AssertionError(f"a batch sent {command!r} during {what}")
@@ -252,7 +253,7 @@ async def run(agents: dict[str, Agent], signed: bool) -> tuple[Commit, StandIn]:
     settings = WorkerSettings(namespace="ns", secrets=SECRETS if signed else [])
     stand_in = StandIn()
     transport: Any = stand_in
-    contexts = ContextStore(agents, settings)
+    contexts = ContextStore(ServedAgents(agents, max_active=10), settings)
     metrics = _metrics.Metrics("w1", "test")
     stats = dict.fromkeys(("turns", "batches", "dead_lettered", "failed"), 0)
     runner = BatchRunner(transport, settings, agents, "w1", stats, metrics, contexts)
