@@ -74,6 +74,7 @@ class AgentServer:
         # (lua/take.lua) then blames only the turn that was running when a worker died.
         transport = self._transport
         sent = time.monotonic()
+        record = self._leases.to_record([agent])
         taken = await _leases.take(
             transport,
             agent,
@@ -81,7 +82,9 @@ class AgentServer:
             self._settings.lease_ms,
             turns_per_fetch(self._settings),
             1,
+            record=bool(record),
         )
+        self._leases.recorded_at_take(record)
         if taken.status in NOT_TAKEN:
             return  # owned by another worker, paused, or nothing to do: no lease was taken
         owner = taken.owner

@@ -16,7 +16,7 @@ from typing import Any
 
 from pygents_dist._commit import Commit
 from pygents_dist._keys import GROUP
-from pygents_dist._leases import Taken, take_many_call, taken_many
+from pygents_dist._leases import Taken, record_calls, take_many_call, taken_many
 from pygents_dist._redis_errors import first_error, is_missing_script
 from pygents_dist._statuses import FetchStatus
 from pygents_dist._transport import Entry, Transport, entries
@@ -130,20 +130,28 @@ async def commit_take_many(
     worker_id: str,
     lease_ms: int,
     count: int,
+    record: Sequence[str] = (),
 ) -> tuple[list[Committed], list[Taken]]:
     """``commit_many(commits)`` then ``take_many(agents)``, in one round trip: a worker
     serving many agents takes its next group as it commits the last one, so the next
     group's turns are there by the time it is free to run them.
 
+    ``record``: agents whose leases the round trip records in the ``owned`` set before the
+    take (see ``_leases.take``).
+
     Raises the first script error, if any (after both ran: the take may have leased
     agents the caller then does not run; their leases expire)."""
     commit_keys, commit_args = _commit_many_call(transport, commits)
     take_keys, take_args = take_many_call(transport, agents, worker_id, lease_ms, count)
-    committed, taken = await transport.scripts.run(
-        [("commit_many", commit_keys, commit_args), ("take_many", take_keys, take_args)],
+    results = await transport.scripts.run(
+        [
+            ("commit_many", commit_keys, commit_args),
+            *record_calls(transport, record, lease_ms),
+            ("take_many", take_keys, take_args),
+        ],
         "commit_many",
     )
-    return _committed_many(committed), taken_many(taken)
+    return _committed_many(results[0]), taken_many(results[-1])
 
 
 async def commit_fetch(

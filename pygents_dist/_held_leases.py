@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Container, Iterable
 
 from pygents_dist import _leases
 from pygents_dist._settings import WorkerSettings
@@ -39,9 +40,12 @@ def warn_lapsed(agent: str, turns: int) -> None:
 class HeldLeases:
     """The leases this worker holds, and its part of the ``owned`` set."""
 
-    def __init__(self, transport: Transport, settings: WorkerSettings) -> None:
+    def __init__(
+        self, transport: Transport, settings: WorkerSettings, declared: Container[str] = ()
+    ) -> None:
         self._transport = transport
         self._settings = settings
+        self._declared = declared
         self._held: dict[str, str] = {}  # agent: owner value
         # agent: monotonic time until which its lease surely holds (the send time of the
         # round trip that took or last renewed it, plus the lease: Redis set it later).
@@ -87,6 +91,20 @@ class HeldLeases:
         # Renew wrote every one of them, also those given up during its round trip: the
         # owned loop removes whatever is no longer held.
         self._recorded.update(leases)
+
+    def to_record(self, agents: Iterable[str]) -> list[str]:
+        """Of ``agents``, those whose leases a take records in the ``owned`` set in its own
+        round trip: instances and agents made at runtime. No backlog scan covers them (there
+        may be millions), so a worker killed just after taking one must have left it there
+        for ``expired_owners`` to find."""
+        declared = self._declared
+        return [agent for agent in agents if agent not in declared]
+
+    def recorded_at_take(self, agents: Iterable[str]) -> None:
+        """A take recorded ``agents`` in the ``owned`` set: their entries are removed once
+        they are not held (at once for those the take did not get)."""
+        self._recorded.update(agents)
+        self.sync_soon()
 
     def stale(self, agent: str) -> None:
         """An expired owner left ``agent`` in the ``owned`` set: this worker removes it once

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pygents_dist._keys import GROUP
+from pygents_dist._scripts import COMMAND, ScriptCall
 from pygents_dist._statuses import NOT_TAKEN, TakeStatus
 from pygents_dist._transport import Entry, Transport, entries
 
@@ -22,6 +23,7 @@ __all__ = [
     "Taken",
     "expired_owners",
     "mark_owned",
+    "record_calls",
     "release",
     "renew",
     "take",
@@ -63,13 +65,19 @@ async def take(
     count: int,
     claimed_count: int = 1,
     claim: int = 1000,
+    record: bool = False,
 ) -> Taken:
     """Own ``agent`` if it has work, with its first batch, in one round trip
     (``lua/take.lua``); see ``Taken``. The caller records the lease in the ``owned`` set
-    (``mark_owned``)."""
+    (``mark_owned``), or with ``record`` the same round trip does, before the take (so no
+    moment exists where the lease is held but unrecorded; the caller removes the entry
+    when the agent is let go or was not taken)."""
     keys = list(transport.keys.for_agent(agent))
     args = [worker_id, lease_ms, GROUP, count, claim, claimed_count]
-    (got,) = await transport.scripts.coalesced([("take", keys, args)])
+    calls: list[ScriptCall] = [("take", keys, args)]
+    if record:
+        calls.insert(0, _record_call(transport, [agent], lease_ms))
+    got = (await transport.scripts.coalesced(calls))[-1]
     status = TakeStatus(got[0])
     if status in NOT_TAKEN:
         return Taken(status)
@@ -83,13 +91,33 @@ async def take(
 
 
 async def take_many(
-    transport: Transport, agents: Sequence[str], worker_id: str, lease_ms: int, count: int
+    transport: Transport,
+    agents: Sequence[str],
+    worker_id: str,
+    lease_ms: int,
+    count: int,
+    record: Sequence[str] = (),
 ) -> list[Taken]:
     """``take`` for many agents in one round trip (``lua/take_many.lua``), for the plain
     case only: an agent with pending entries, waiting sends or no group comes back with
-    status 4 and no lease, for ``take``. Taken ones (status 0) carry their first batch."""
+    status 4 and no lease, for ``take``. Taken ones (status 0) carry their first batch.
+    ``record``: agents whose leases the round trip records first (see ``take``)."""
     keys, args = take_many_call(transport, agents, worker_id, lease_ms, count)
-    return taken_many(await transport.scripts.run_one("take_many", keys, args))
+    calls = [*record_calls(transport, record, lease_ms), ("take_many", keys, args)]
+    return taken_many((await transport.scripts.run(calls, "take_many"))[-1])
+
+
+def _record_call(transport: Transport, agents: Sequence[str], lease_ms: int) -> ScriptCall:
+    """The ``ZADD`` recording ``agents``' leases in the ``owned`` set, as a script call."""
+    expiry = time.time() * 1000 + lease_ms
+    scored = [part for agent in agents for part in (expiry, agent)]
+    return (COMMAND, ["ZADD", transport.keys.owned, *scored], [])
+
+
+def record_calls(transport: Transport, agents: Sequence[str], lease_ms: int) -> list[ScriptCall]:
+    """The calls recording ``agents``' leases before a take in the same round trip (none
+    for none)."""
+    return [_record_call(transport, agents, lease_ms)] if agents else []
 
 
 def take_many_call(

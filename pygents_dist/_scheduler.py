@@ -220,6 +220,7 @@ class Scheduler:
         with more to do after its commit. Each name holds a slot.
         """
         sent = time.monotonic()
+        record = self._leases.to_record(names)
         try:
             taken = await _leases.take_many(
                 self._transport,
@@ -227,11 +228,14 @@ class Scheduler:
                 self._worker_id,
                 self._settings.lease_ms,
                 turns_per_fetch(self._settings),
+                record,
             )
         except Exception as exc:
             await self._group_failed("taking", exc)
             self._give_back(names)
             return
+        finally:
+            self._leases.recorded_at_take(record)
         while True:
             done = self._run_group(names, taken, sent)
             names = await self._next_in_chain()
@@ -313,14 +317,19 @@ class Scheduler:
                 await define_agents(transport, made, self._settings)
             if following:
                 lease_ms = self._settings.lease_ms
-                results, taken = await _batches.commit_take_many(
-                    transport,
-                    commits,
-                    following,
-                    self._worker_id,
-                    lease_ms,
-                    turns_per_fetch(self._settings),
-                )
+                record = self._leases.to_record(following)
+                try:
+                    results, taken = await _batches.commit_take_many(
+                        transport,
+                        commits,
+                        following,
+                        self._worker_id,
+                        lease_ms,
+                        turns_per_fetch(self._settings),
+                        record,
+                    )
+                finally:
+                    self._leases.recorded_at_take(record)
             else:
                 results = await _batches.commit_many(transport, commits)
         except Exception as exc:

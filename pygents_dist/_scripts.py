@@ -21,10 +21,12 @@ from typing import Any
 from pygents_dist._connections import Connections
 from pygents_dist._redis_errors import first_error, is_missing_script, translate
 
-__all__ = ["ScriptCall", "Scripts"]
+__all__ = ["COMMAND", "ScriptCall", "Scripts"]
 
-#: One script call: (script name, KEYS, ARGV).
+#: One script call: (script name, KEYS, ARGV); with the name ``COMMAND``, a plain command
+#: (its words in KEYS) sent in its place in the same round trip.
 type ScriptCall = tuple[str, list[Any], list[Any]]
+COMMAND = ""
 
 _FILES = ("renew", "release", "fetch", "commit", "take", "take_many", "send", "forget")
 #: Script calls of many tasks sent in one pipeline, and such pipelines in flight at once.
@@ -144,7 +146,9 @@ class Scripts:
         on its own, after the others. A script's error is raised (translated), or with
         ``raise_errors=False`` returned in its place as redis-py's exception.
         """
-        commands = [self.evalsha(name, keys, args) for name, keys, args in calls]
+        commands = [
+            self.evalsha(name, keys, args) if name else tuple(keys) for name, keys, args in calls
+        ]
         results = await self._connections.execute(commands, what)
         missing = [i for i, got in enumerate(results) if is_missing_script(got)]
         if missing:  # Redis restarted since the scripts were loaded: load them, run those again

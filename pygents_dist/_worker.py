@@ -148,7 +148,7 @@ class Worker:
         slots = asyncio.Semaphore(settings.concurrency)
         again: set[str] = set()
         contexts = ContextStore(self.agents, settings)
-        self._leases = HeldLeases(self.transport, settings)
+        self._leases = HeldLeases(self.transport, settings, declared)
         self._runner = BatchRunner(
             self.transport, settings, self.agents, self.id, self.stats, self.metrics, contexts
         )
