@@ -274,10 +274,14 @@ def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
         raise WireError(DeadLetterReason.UNDECODABLE, f"message of {len(data)} bytes is too large")
     try:
         envelope = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, max_bin_len=limits.max_bytes
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=limits.max_bytes,
+            ext_hook=_refuse_extension,
         )
     except Exception as exc:
-        raise WireError(DeadLetterReason.UNDECODABLE, f"not valid msgpack: {exc}") from None
+        raise WireError(DeadLetterReason.UNDECODABLE, _not_msgpack(exc, data)) from None
     if type(envelope) is not dict:
         raise WireError(DeadLetterReason.UNDECODABLE, "the message is not a msgpack map")
     get: Any = envelope.get  # values are checked below, by type
@@ -323,6 +327,24 @@ def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
         float(ts),
         trace if type(trace) is str else None,
     )
+
+
+def _refuse_extension(code: int, data: bytes) -> NoReturn:
+    raise ValueError(f"msgpack extension type {code} is not part of the wire format")
+
+
+def _not_msgpack(exc: Exception, data: bytes) -> str:
+    """The detail of a dead letter whose bytes msgpack could not read: what was wrong, and
+    how the bytes start (some of msgpack's errors have no message at all)."""
+    if isinstance(exc, msgpack.FormatError):
+        what = "a byte msgpack never uses (such as 0xc1) where a value should start"
+    elif isinstance(exc, msgpack.ExtraData):
+        what = "bytes left over after the first msgpack value (send one value, the envelope)"
+    elif isinstance(exc, UnicodeDecodeError):
+        what = f"a str that is not UTF-8 ({exc.reason}); send binary data as msgpack bin"
+    else:
+        what = str(exc) or type(exc).__name__
+    return f"not valid msgpack: {what}; the message starts {data[:16].hex(' ') or '(empty)'}"
 
 
 def _explain(envelope: dict[str, Any]) -> NoReturn:

@@ -87,6 +87,11 @@ async def test_remote_timeout_is_a_turn_timeout_error(client: Client) -> None:
         await client.call("alpha", "slow", kwargs={"seconds": 5}, timeout=0.2)
     assert isinstance(info.value, RemoteTurnTimeoutError)
     assert info.value.type_name == "TurnTimeoutError"
+    # The sender set the timeout, so the message says how each kind of sender sets it.
+    message = info.value.remote_message
+    assert "timed out after 0.2s" in message
+    assert "call(..., timeout=...)" in message and "Turn(timeout=...)" in message
+    assert "'timeout' field" in message
     assert await client.call("alpha", "add", kwargs={"a": 1, "b": 1}) == 2
 
 
