@@ -26,7 +26,18 @@ __all__ = ["ScriptCall", "Scripts"]
 #: One script call: (script name, KEYS, ARGV).
 type ScriptCall = tuple[str, list[Any], list[Any]]
 
-_FILES = ("renew", "release", "fetch", "commit", "take", "take_many", "send")
+_FILES = (
+    "renew",
+    "release",
+    "fetch",
+    "commit",
+    "take",
+    "take_many",
+    "send",
+    "cancel",
+    "pause",
+    "resume",
+)
 #: Script calls of many tasks sent in one pipeline, and such pipelines in flight at once.
 _COALESCED_CALLS_MAX = 128
 _COALESCED_FLIGHTS = 2
