@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["GROUP", "AgentKeys", "Keys", "check_agent_name"]
+__all__ = ["GROUP", "KEY_PREFIX", "AgentKeys", "Keys", "check_agent_name"]
 
 #: The consumer group every worker reads agent streams through.
 GROUP = "workers"
-_VERSION = "pyg1"
+#: The versioned prefix of every key (behind the namespace, if any, and a colon).
+KEY_PREFIX = "pyg1"
 _NAME = re.compile(r"^[^{}\s]{1,200}$")
 #: Agents whose key records ``Keys.for_agent`` keeps (a worker serving more rebuilds some).
 _AGENTS_CACHED = 100_000
@@ -54,7 +55,7 @@ class Keys:
     __slots__ = ("_records", "base")
 
     def __init__(self, namespace: str = "") -> None:
-        self.base = f"{namespace}:{_VERSION}" if namespace else _VERSION
+        self.base = f"{namespace}:{KEY_PREFIX}" if namespace else KEY_PREFIX
         self._records: dict[str, AgentKeys] = {}
 
     def for_agent(self, name: str) -> AgentKeys:
