@@ -198,10 +198,8 @@ async def note_timeout(turn: Turn[Any]) -> None:
     await store().rpush(app_key("timeouts"), f"{turn.tool.__name__} {os.getpid()}")
 
 
-TOOLS = [
-    *(add, count, mirror, boom, slow, die, work, seq),
-    *(guarded, hold, mark, long, note, remember, chain),
-]
+TOOLS = [add, count, mirror, boom, slow, die, work, seq, guarded, hold, mark, long, note]
+TOOLS += [remember, chain]
 
 alpha = Agent("alpha", "general purpose", [*TOOLS, history], context_queue=ContextQueue(50))
 beta = Agent("beta", "general purpose", [*TOOLS, history], context_queue=ContextQueue(50))
