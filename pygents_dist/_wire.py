@@ -157,8 +157,10 @@ def encode_turn(
     reply: bool = False,
     trace: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    ts: float | None = None,
 ) -> bytes:
-    """The envelope bytes of one turn, checked against ``limits``.
+    """The envelope bytes of one turn, checked against ``limits``; ``ts`` is the send time
+    (default: now).
 
     Raises:
         PayloadError: an argument is not wire data, or the turn is too large or too deep.
@@ -177,7 +179,7 @@ def encode_turn(
         "timeout": float(timeout),
         "tags": list(tags),
         "reply": reply,
-        "ts": time.time(),
+        "ts": time.time() if ts is None else float(ts),
     }
     if hooks:
         envelope["hooks"] = dict(hooks)
