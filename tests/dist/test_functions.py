@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -149,6 +152,24 @@ async def test_a_worker_refused_the_install_by_the_acl_serves_anyway(
         assert await client.call("alpha", "add", kwargs={"a": 1, "b": 2}) == 3
     assert "could not install the Redis Functions library pygents_1" in worker.output_text
     assert "NOPERM" in worker.output_text
+
+    # An administrator installs it; the deployment's user may then call it.
+    def ops(url: str, *args: str) -> str:
+        command = [sys.executable, "-m", "pygents_dist", "--redis-url", url, *args]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert json.loads(ops(private_redis.url, "functions", "--json"))["loaded"] is None
+    assert ops(private_redis.url, "functions", "--install") == (
+        f"pygents_1: revision {_functions.REVISION} loaded "
+        f"(this pygents has revision {_functions.REVISION})\n"
+    )
+    limited: Any = aioredis.Redis.from_url(url)
+    try:
+        assert await limited.execute_command("FCALL_RO", "pyg1_version", 0) == _functions.REVISION
+    finally:
+        await limited.aclose()
 
 
 # -- calling the functions, as another language does -----------------------------------------
