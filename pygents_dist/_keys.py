@@ -1,9 +1,10 @@
 """Every Redis key name pygents_dist uses, in one place.
 
-Keys start with a versioned prefix (``pyg1``, optionally behind a user namespace) so two
-deployments, or two test runs, can share one Redis. Every key of one agent carries the hash
-tag ``{agent}``, so an agent's stream, state, lease, outbox and replies live on one Redis
-Cluster slot and one script can touch them all atomically.
+Keys start with a versioned prefix (``pyg1``, optionally behind a user namespace and a colon:
+``staging:pyg1:...``) so two deployments, or two test runs, can share one Redis. Every key of
+one agent carries the hash tag ``{agent}``, so an agent's stream, state, lease, outbox and
+replies live on one Redis Cluster slot and one script can touch them all atomically. The
+layout is part of the wire contract, ``docs/wire.md``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """The versioned msgpack wire format: turns, reply entries and their limits.
 
+The contract for other languages, with examples, is ``docs/wire.md`` (its hex dumps are
+checked against this module by ``tests/dist/test_wire_doc.py``).
+
 A turn is one stream entry with fields ``id`` (the turn id, so scripts can read it without
-decoding), ``m`` (the msgpack envelope below) and, when signing is on, ``s`` (hex
-HMAC-SHA256 of ``m``). Envelope, version 1 (a msgpack map with string keys)::
+decoding; it must equal the envelope's ``id``, which the signature covers), ``m`` (the
+msgpack envelope below) and, when signing is on, ``s`` (lowercase hex HMAC-SHA256 of ``m``).
+Envelope, version 1 (a msgpack map with string keys)::
 
     v        1                      wire version; other versions are dead-lettered
     id       str                    turn id (unique; used for dedup and replies)
@@ -18,11 +22,12 @@ HMAC-SHA256 of ``m``). Envelope, version 1 (a msgpack map with string keys)::
     trace    str | nil              W3C traceparent of the sender (optional)
 
 Argument and value types: nil, bool, int, float, str, bytes, array, map with str keys. Nothing
-is ever decoded into code (no pickle, no extension types).
+is ever decoded into code (no pickle; extension types are refused).
 
 Reply stream entries have fields ``k`` (``v`` value, ``e`` end, ``x`` error), ``q`` (sequence
-number of a value, from 0) and ``d`` (msgpack: the value; for ``e`` the result of a coroutine
-tool or nil; for ``x`` a map ``{type, message, traceback, reason?}``).
+number of a value, from 0; for ``e`` the number of values before it) and ``d`` (msgpack: the
+value; for ``e`` the result of a coroutine tool or nil; for ``x`` a map ``{type, message,
+traceback, reason?}``).
 """
 
 from __future__ import annotations
