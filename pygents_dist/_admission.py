@@ -50,15 +50,6 @@ class Admission:
         """The turn ``message`` asks ``agent`` to run, read from an entry whose ``id`` field is
         ``turn_id``; raises ``WireError`` when it may not."""
         served = self._agents[agent]
-        if message.id != turn_id:
-            # The entry's id names the reply stream and the dedup and cancel records, and
-            # only the envelope is signed: an id of its own would let a captured turn run
-            # again under a fresh id, or answer on another turn's reply stream.
-            raise _wire.WireError(
-                DeadLetterReason.UNDECODABLE,
-                f"the entry's id field {turn_id!r} differs from the envelope's id "
-                f"{message.id!r} (they must be equal)",
-            )
         if message.agent != agent:
             raise _wire.WireError(
                 DeadLetterReason.UNKNOWN_AGENT,
@@ -84,6 +75,16 @@ class Admission:
                 turn.hooks = HookRegistry.from_names(message.hooks)
             except UnregisteredHookError as exc:
                 raise _wire.WireError(DeadLetterReason.BAD_ARGUMENTS, str(exc)) from None
+        if message.id != turn_id:
+            # The entry's id names the reply stream and the dedup and cancel records, and
+            # only the envelope is signed: an id of its own would let a captured turn run
+            # again under a fresh id, or answer on another turn's reply stream. (Checked
+            # last: a turn wrong in other ways too is refused for those.)
+            raise _wire.WireError(
+                DeadLetterReason.UNDECODABLE,
+                f"the entry's id field {turn_id!r} differs from the envelope's id "
+                f"{message.id!r} (they must be equal)",
+            )
         return turn
 
     def _argument_problem(
