@@ -22,7 +22,8 @@ Envelope, version 1 (a msgpack map with string keys)::
     trace    str | nil              W3C traceparent of the sender (optional)
 
 Argument and value types: nil, bool, int, float, str, bytes, array, map with str keys. Nothing
-is ever decoded into code (no pickle; extension types are refused).
+is ever decoded into code (no pickle; extension types are refused, but for the timestamp
+(-1), which msgpack decodes itself into a ``msgpack.Timestamp``).
 
 Reply stream entries have fields ``k`` (``v`` value, ``e`` end, ``x`` error), ``q`` (sequence
 number of a value, from 0; for ``e`` the number of values before it) and ``d`` (msgpack: the
