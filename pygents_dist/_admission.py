@@ -1,9 +1,9 @@
 """Admission of a turn entry: its signature, its envelope, and the checks that build its Turn.
 
 An entry read from an agent's stream runs only if it is signed (when signing is on), decodes
-as a turn of this agent, names one of the agent's tools, gives every argument the tool
-requires and names only registered hooks. What fails here is dead-lettered by the batch
-runner with the ``DeadLetterReason`` of the ``WireError`` raised.
+as a turn of this agent with the entry's own turn id, names one of the agent's tools, gives
+every argument the tool requires and names only registered hooks. What fails here is
+dead-lettered by the batch runner with the ``DeadLetterReason`` of the ``WireError`` raised.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ class Admission:
         """The turn envelope in ``data``; raises ``WireError`` (see ``_wire.decode_turn``)."""
         return _wire.decode_turn(data, self._settings.limits)
 
-    def build_turn(self, agent: str, message: _wire.TurnMessage) -> Turn[Any]:
-        """The turn ``message`` asks ``agent`` to run; raises ``WireError`` when it may not."""
+    def build_turn(self, agent: str, turn_id: str, message: _wire.TurnMessage) -> Turn[Any]:
+        """The turn ``message`` asks ``agent`` to run, read from an entry whose ``id`` field is
+        ``turn_id``; raises ``WireError`` when it may not."""
         served = self._agents[agent]
         if message.agent != agent:
             raise _wire.WireError(
@@ -75,6 +76,16 @@ class Admission:
                 turn.hooks = HookRegistry.from_names(message.hooks)
             except UnregisteredHookError as exc:
                 raise _wire.WireError(DeadLetterReason.BAD_ARGUMENTS, str(exc)) from None
+        if message.id != turn_id:
+            # The entry's id names the reply stream and the dedup and cancel records, and
+            # only the envelope is signed: an id of its own would let a captured turn run
+            # again under a fresh id, or answer on another turn's reply stream. (Checked
+            # last: a turn wrong in other ways too is refused for those.)
+            raise _wire.WireError(
+                DeadLetterReason.UNDECODABLE,
+                f"the entry's id field {turn_id!r} differs from the envelope's id "
+                f"{message.id!r} (they must be equal)",
+            )
         return turn
 
     def _argument_problem(

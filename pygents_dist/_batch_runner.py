@@ -195,7 +195,7 @@ class BatchRunner:
             return
         try:
             message = admission.decode(data)
-            turn = admission.build_turn(agent, message)
+            turn = admission.build_turn(agent, turn_id, message)
         except _wire.WireError as exc:
             await self._dead(agent, fields, exc.reason, exc.detail)
             if turn_id:  # even an oversized or mangled turn's sender learns why
@@ -266,19 +266,19 @@ class BatchRunner:
         except Exception as exc:
             self._stats["failed"] += 1
             await self._flush_values(publisher)
-            level = logging.INFO if isinstance(exc, TurnTimeoutError) else logging.WARNING
+            timed_out = isinstance(exc, TurnTimeoutError)
+            message = _timed_out(turn) if timed_out else str(exc)
             _log.log(
-                level,
+                logging.INFO if timed_out else logging.WARNING,
                 "turn failed: %s: %s",
                 type(exc).__name__,
-                exc,
+                message,
                 extra={"agent": agent, "turn": turn_id, "tool": turn.tool.__name__},
             )
-            type_name = "TurnTimeoutError" if isinstance(exc, TurnTimeoutError) else None
             commit.add_error(
                 reply_index,
-                type_name or type(exc).__name__,
-                str(exc),
+                "TurnTimeoutError" if timed_out else type(exc).__name__,
+                message,
                 "".join(traceback.format_exception(exc)),
             )
         finally:
@@ -327,3 +327,14 @@ class BatchRunner:
                 b"ts": time.time(),
             },
         )
+
+
+def _timed_out(turn: Turn[Any]) -> str:
+    """What a timed-out turn's log line and error say: the core's message tells a tool author
+    to pass a larger ``Turn(timeout=...)``, but here the timeout came from the sender."""
+    return (
+        f"turn {turn.tool.__name__!r} timed out after {turn.timeout}s (its sender sets the "
+        "timeout: call(..., timeout=...) or send(..., timeout=...) from a Client, "
+        "Turn(timeout=...) for a Turn sent from a tool, the envelope's 'timeout' field from "
+        "another language)"
+    )

@@ -321,6 +321,15 @@ def _ops_parser() -> argparse.ArgumentParser:
     )
     forget.add_argument("agent", help='an instance ("kind/key") or an agent made at runtime')
     forget.add_argument("--force", action="store_true", help="drop turns still waiting for it")
+    functions = sub.add_parser(
+        "functions",
+        parents=[as_json],
+        help="the Redis Functions library other languages send with: its loaded revision",
+        description="Show which revision of the Functions library Redis has (workers install "
+        "it at start); --install loads this version's (never replacing a newer one), e.g. as "
+        "an administrator where the deployment's ACL user may not use FUNCTION.",
+    )
+    functions.add_argument("--install", action="store_true", help="install it now")
     dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
     listing = dlq_sub.add_parser("list", parents=[as_json], help="list dead letters, oldest first")
@@ -412,4 +421,6 @@ async def _ops_main(
                 f"{ns.agent}: {'paused on every worker' if paused else 'resumed'}",
             )
             return 0
+        if ns.command == "functions":
+            return await _ops.functions(client, ns.json, ns.install)
         return await _ops.dead_letters(client, ns)

@@ -297,9 +297,14 @@ class Client:
             if kind == ReplyKind.VALUE:
                 yield value
 
-    async def cancel(self, agent: str, turn_id: str) -> None:
-        """Cancel a turn: it will not start, or is cancelled where it runs (best effort)."""
-        await _control.request_cancel(self.transport, agent, turn_id)
+    async def cancel(self, agent: str, turn_id: str) -> bool:
+        """Cancel a turn: it will not start, or is cancelled where it runs (best effort: the
+        worker looks four times a second, and a turn may finish first).
+
+        A caller waiting on the turn gets ``TurnCancelledError``. Returns False when the turn
+        had already finished (within the dedup window, 10 minutes by default), else True.
+        """
+        return await _control.request_cancel(self.transport, agent, turn_id)
 
     async def pause(self, agent: str) -> None:
         """Hold ``agent`` for every worker: no new turn of it starts until ``resume``."""

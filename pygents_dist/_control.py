@@ -4,6 +4,8 @@ the per-agent status the CLI shows.
 Pause is a flag in the agent's state hash that fetches and takes check (so it holds for every
 worker); a cancel request is a field per turn id in the agent's cancel hash, read when a
 batch is fetched and while a turn runs; each live worker keeps a heartbeat key with a TTL.
+Pause, resume and cancel are scripts (``lua/pause.lua``, ``resume.lua``, ``cancel.lua``), the
+same ones the Redis Functions library offers other languages (``_functions.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from pygents_dist._keys import GROUP
 from pygents_dist._redis_errors import first_error, reply_code
-from pygents_dist._streams import signal
+from pygents_dist._streams import SIGNALS_CAP
 from pygents_dist._transport import Transport
 
 __all__ = [
@@ -54,13 +56,15 @@ async def forget(transport: Transport, agent: str, force: bool = False) -> Forge
 
 
 async def set_paused(transport: Transport, agent: str, paused: bool) -> None:
-    """Pause or resume an agent for every worker."""
-    state = transport.keys.state(agent)
+    """Pause or resume an agent for every worker (``lua/pause.lua``, ``lua/resume.lua``:
+    resuming also wakes the workers for it)."""
+    keys = transport.keys
     if paused:
-        await transport.execute([("HSET", state, "paused", 1)], "pause")
+        await transport.scripts.run_one("pause", [keys.state(agent)], [])
     else:
-        await transport.execute([("HDEL", state, "paused")], "resume")
-        await signal(transport, [agent])
+        await transport.scripts.run_one(
+            "resume", [keys.state(agent), keys.ready], [SIGNALS_CAP, agent]
+        )
 
 
 async def is_paused(transport: Transport, agent: str) -> bool:
@@ -71,9 +75,14 @@ async def is_paused(transport: Transport, agent: str) -> bool:
     return bool(found)
 
 
-async def request_cancel(transport: Transport, agent: str, turn_id: str) -> None:
-    """Ask workers to cancel one turn (before it starts, or while it runs)."""
-    await transport.execute([("HSET", transport.keys.cancel(agent), turn_id, 1)], "cancel")
+async def request_cancel(transport: Transport, agent: str, turn_id: str) -> bool:
+    """Ask workers to cancel one turn (before it starts, or while it runs); False when it
+    already finished (``lua/cancel.lua``)."""
+    keys = transport.keys
+    done = await transport.scripts.run_one(
+        "cancel", [keys.cancel(agent), keys.done(agent)], [turn_id]
+    )
+    return bool(done)
 
 
 async def cancelled(transport: Transport, agent: str, turn_ids: Sequence[str]) -> list[bool]:

@@ -1,9 +1,10 @@
 """Every Redis key name pygents_dist uses, in one place.
 
-Keys start with a versioned prefix (``pyg1``, optionally behind a user namespace) so two
-deployments, or two test runs, can share one Redis. Every key of one agent carries the hash
-tag ``{agent}``, so an agent's stream, state, lease, outbox and replies live on one Redis
-Cluster slot and one script can touch them all atomically.
+Keys start with a versioned prefix (``pyg1``, optionally behind a user namespace and a colon:
+``staging:pyg1:...``) so two deployments, or two test runs, can share one Redis. Every key of
+one agent carries the hash tag ``{agent}``, so an agent's stream, state, lease, outbox and
+replies live on one Redis Cluster slot and one script can touch them all atomically. The
+layout is part of the wire contract, ``docs/wire.md``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["GROUP", "AgentKeys", "Keys", "check_agent_name"]
+__all__ = ["GROUP", "KEY_PREFIX", "AgentKeys", "Keys", "check_agent_name"]
 
 #: The consumer group every worker reads agent streams through.
 GROUP = "workers"
-_VERSION = "pyg1"
+#: The versioned prefix of every key (behind the namespace, if any, and a colon).
+KEY_PREFIX = "pyg1"
 _NAME = re.compile(r"^[^{}\s]{1,200}$")
 #: Agents whose key records ``Keys.for_agent`` keeps (a worker serving more rebuilds some).
 _AGENTS_CACHED = 100_000
@@ -54,7 +56,7 @@ class Keys:
     __slots__ = ("_records", "base")
 
     def __init__(self, namespace: str = "") -> None:
-        self.base = f"{namespace}:{_VERSION}" if namespace else _VERSION
+        self.base = f"{namespace}:{KEY_PREFIX}" if namespace else KEY_PREFIX
         self._records: dict[str, AgentKeys] = {}
 
     def for_agent(self, name: str) -> AgentKeys:

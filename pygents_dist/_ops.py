@@ -1,4 +1,5 @@
-"""What the ``pygents`` ops commands do: status, send, pause/resume, dead letters.
+"""What the ``pygents`` ops commands do: status, send, pause/resume, dead letters, and the
+Functions library.
 
 Output is text for people or, with ``--json``, one JSON document a line. Problems print one
 ``error: ...`` line on stderr (``_cli`` maps them to exit codes); input is checked before
@@ -19,13 +20,21 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pygents.registry import split_instance
-from pygents_dist import _control, _dead_letters, _directory, _replies, _wire
+from pygents_dist import _control, _dead_letters, _directory, _functions, _replies, _wire
 from pygents_dist._client import Client
 from pygents_dist._replies import ReplyKind
 from pygents_dist._transport import Entry
 from pygents_dist.errors import DistError, UnknownAgentError
 
-__all__ = ["UsageError", "dead_letters", "emit", "parse_json_arguments", "send", "status"]
+__all__ = [
+    "UsageError",
+    "dead_letters",
+    "emit",
+    "functions",
+    "parse_json_arguments",
+    "send",
+    "status",
+]
 
 _PAGE = 500
 
@@ -238,6 +247,24 @@ async def send(
             f"no result for turn {turn_id} within {limit:g}s; it stays queued "
             "(see `pygents status`)"
         ) from None
+    return 0
+
+
+# -- the Functions library -----------------------------------------------------------------
+
+
+async def functions(client: Client, as_json: bool, install: bool) -> int:
+    """``functions [--install]``: the revision of the Functions library Redis has (after
+    installing this version's, with ``install``)."""
+    transport = client.transport
+    found = await _functions.loaded_revision(transport)
+    if install:
+        found = (await _functions.install(transport)).revision
+    library, ours = _functions.LIBRARY, _functions.REVISION
+    data = {"library": library, "loaded": found, "revision": ours}
+    loaded = "not loaded" if found is None else f"revision {found} loaded"
+    text = f"{library}: {loaded} (this pygents has revision {ours})"
+    emit(as_json, data, text)
     return 0
 
 

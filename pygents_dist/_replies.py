@@ -5,7 +5,7 @@ A turn sent with ``reply=True`` gets a stream ``Keys.reply(agent, turn_id)`` (ca
 
 - ``k``: its kind, a ``ReplyKind`` (``v`` a value, ``e`` the end, ``x`` an error);
 - ``q``: the value's sequence number, from 0 (a retried turn repeats values; readers skip
-  numbers they have seen);
+  numbers they have seen); on the end entry, how many values came before it;
 - ``d``: msgpack data: the value, the turn's output (end), or the error's map (``type``,
   ``message``, ``traceback``, and ``reason`` when the turn was dead-lettered).
 

@@ -7,7 +7,9 @@ in one call). Scripts go by SHA (``EVALSHA``); a script Redis does not know (it 
 flushed its scripts) is loaded and run again, so callers never see ``NOSCRIPT``.
 
 ``Scripts.coalesced`` lets many tasks share a round trip: calls made while others are in
-flight go out together in the next pipeline.
+flight go out together in the next pipeline. The Redis Functions library other languages call
+(``_functions.py``) is composed of the same files, so a script and its function share one
+source.
 """
 
 from __future__ import annotations
@@ -21,14 +23,26 @@ from typing import Any
 from pygents_dist._connections import Connections
 from pygents_dist._redis_errors import first_error, is_missing_script, translate
 
-__all__ = ["COMMAND", "ScriptCall", "Scripts"]
+__all__ = ["COMMAND", "ScriptCall", "Scripts", "lua_text"]
 
 #: One script call: (script name, KEYS, ARGV); with the name ``COMMAND``, a plain command
 #: (its words in KEYS) sent in its place in the same round trip.
 type ScriptCall = tuple[str, list[Any], list[Any]]
 COMMAND = ""
 
-_FILES = ("renew", "release", "fetch", "commit", "take", "take_many", "send", "forget")
+_FILES = (
+    "renew",
+    "release",
+    "fetch",
+    "commit",
+    "take",
+    "take_many",
+    "send",
+    "cancel",
+    "pause",
+    "resume",
+    "forget",
+)
 #: Script calls of many tasks sent in one pipeline, and such pipelines in flight at once.
 _COALESCED_CALLS_MAX = 128
 _COALESCED_FLIGHTS = 2
@@ -85,17 +99,19 @@ return out
 """
 
 
-def _sources() -> dict[str, str]:
-    """Every script's text by name, includes pasted in and comment lines dropped (some
-    scripts travel with every call, as ``EVAL``)."""
+def lua_text(name: str) -> str:
+    """The text of ``lua/<name>.lua``, includes pasted in and comment lines dropped (some
+    scripts travel with every call, as ``EVAL``). The Redis Functions library
+    (``_functions.py``) is composed of these texts too."""
     folder = importlib.resources.files("pygents_dist") / "lua"
-    flags = (folder / "flags.lua").read_text()
+    body = (folder / f"{name}.lua").read_text()
+    body = body.replace("-- #include flags.lua", (folder / "flags.lua").read_text())
+    return "\n".join(x for x in body.splitlines() if not x.lstrip().startswith("--"))
 
-    def text(name: str) -> str:
-        body = (folder / f"{name}.lua").read_text().replace("-- #include flags.lua", flags)
-        return "\n".join(x for x in body.splitlines() if not x.lstrip().startswith("--"))
 
-    sources = {name: text(name) for name in _FILES}
+def _sources() -> dict[str, str]:
+    """Every script's text by name (see ``lua_text``), and the compositions."""
+    sources = {name: lua_text(name) for name in _FILES}
     sources["commit_fetch"] = _COMMIT_FETCH.replace("<commit.lua>", sources["commit"]).replace(
         "<fetch.lua>", sources["fetch"]
     )

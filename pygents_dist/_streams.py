@@ -17,6 +17,7 @@ from pygents_dist._redis_errors import first_error, is_missing_script
 from pygents_dist._transport import Entry, Transport, entries
 
 __all__ = [
+    "SIGNALS_CAP",
     "backlog",
     "drop",
     "last_signal_id",
@@ -30,7 +31,7 @@ __all__ = [
 #: A turn to send: (agent, turn id, msgpack envelope, signature or b"").
 type Outgoing = tuple[str, str | bytes, bytes, bytes]
 #: Signals kept in the ``ready`` stream (approximately): enough for every worker's wait.
-_SIGNALS_CAP = 100_000
+SIGNALS_CAP = 100_000
 #: A waiting send's read of its reply stream: the longest it blocks, and entries per read.
 _SEND_WAIT_MS = 2_000
 _SEND_WAIT_COUNT = 500
@@ -79,7 +80,7 @@ def _send_call(transport: Transport, turns: Sequence[Outgoing]) -> tuple[list[st
         by_agent.setdefault(agent, []).extend((turn_id, data, signature))
     for_agent = transport.keys.for_agent
     keys: list[str] = [transport.keys.ready]
-    args: list[Any] = [_SIGNALS_CAP]
+    args: list[Any] = [SIGNALS_CAP]
     for agent, parts in by_agent.items():
         record = for_agent(agent)
         keys += (record.turns, record.owner)
@@ -93,7 +94,7 @@ async def signal(transport: Transport, agents: Iterable[str]) -> None:
     ready = transport.keys.ready
     names = list(agents)
     commands = [
-        ("XADD", ready, "MAXLEN", "~", _SIGNALS_CAP, "*", "as", " ".join(names[i : i + 1000]))
+        ("XADD", ready, "MAXLEN", "~", SIGNALS_CAP, "*", "as", " ".join(names[i : i + 1000]))
         for i in range(0, len(names), 1000)
     ]
     if commands:

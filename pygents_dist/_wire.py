@@ -1,8 +1,12 @@
 """The versioned msgpack wire format: turns, reply entries and their limits.
 
+The contract for other languages, with examples, is ``docs/wire.md`` (its hex dumps are
+checked against this module by ``tests/dist/test_wire_doc.py``).
+
 A turn is one stream entry with fields ``id`` (the turn id, so scripts can read it without
-decoding), ``m`` (the msgpack envelope below) and, when signing is on, ``s`` (hex
-HMAC-SHA256 of ``m``). Envelope, version 1 (a msgpack map with string keys)::
+decoding; it must equal the envelope's ``id``, which the signature covers), ``m`` (the
+msgpack envelope below) and, when signing is on, ``s`` (lowercase hex HMAC-SHA256 of ``m``).
+Envelope, version 1 (a msgpack map with string keys)::
 
     v        1                      wire version; other versions are dead-lettered
     id       str                    turn id (unique; used for dedup and replies)
@@ -18,11 +22,13 @@ HMAC-SHA256 of ``m``). Envelope, version 1 (a msgpack map with string keys)::
     trace    str | nil              W3C traceparent of the sender (optional)
 
 Argument and value types: nil, bool, int, float, str, bytes, array, map with str keys. Nothing
-is ever decoded into code (no pickle, no extension types).
+is ever decoded into code (no pickle; extension types are refused, but for the timestamp
+(-1), which msgpack decodes itself into a ``msgpack.Timestamp``).
 
 Reply stream entries have fields ``k`` (``v`` value, ``e`` end, ``x`` error), ``q`` (sequence
-number of a value, from 0) and ``d`` (msgpack: the value; for ``e`` the result of a coroutine
-tool or nil; for ``x`` a map ``{type, message, traceback, reason?}``).
+number of a value, from 0; for ``e`` the number of values before it) and ``d`` (msgpack: the
+value; for ``e`` the result of a coroutine tool or nil; for ``x`` a map ``{type, message,
+traceback, reason?}``).
 """
 
 from __future__ import annotations
@@ -157,8 +163,10 @@ def encode_turn(
     reply: bool = False,
     trace: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    ts: float | None = None,
 ) -> bytes:
-    """The envelope bytes of one turn, checked against ``limits``.
+    """The envelope bytes of one turn, checked against ``limits``; ``ts`` is the send time
+    (default: now).
 
     Raises:
         PayloadError: an argument is not wire data, or the turn is too large or too deep.
@@ -177,7 +185,7 @@ def encode_turn(
         "timeout": float(timeout),
         "tags": list(tags),
         "reply": reply,
-        "ts": time.time(),
+        "ts": time.time() if ts is None else float(ts),
     }
     if hooks:
         envelope["hooks"] = dict(hooks)
@@ -274,10 +282,14 @@ def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
         raise WireError(DeadLetterReason.UNDECODABLE, f"message of {len(data)} bytes is too large")
     try:
         envelope = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, max_bin_len=limits.max_bytes
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=limits.max_bytes,
+            ext_hook=_refuse_extension,
         )
     except Exception as exc:
-        raise WireError(DeadLetterReason.UNDECODABLE, f"not valid msgpack: {exc}") from None
+        raise WireError(DeadLetterReason.UNDECODABLE, _not_msgpack(exc, data)) from None
     if type(envelope) is not dict:
         raise WireError(DeadLetterReason.UNDECODABLE, "the message is not a msgpack map")
     get: Any = envelope.get  # values are checked below, by type
@@ -323,6 +335,24 @@ def decode_turn(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TurnMessage:
         float(ts),
         trace if type(trace) is str else None,
     )
+
+
+def _refuse_extension(code: int, data: bytes) -> NoReturn:
+    raise ValueError(f"msgpack extension type {code} is not part of the wire format")
+
+
+def _not_msgpack(exc: Exception, data: bytes) -> str:
+    """The detail of a dead letter whose bytes msgpack could not read: what was wrong, and
+    how the bytes start (some of msgpack's errors have no message at all)."""
+    if isinstance(exc, msgpack.FormatError):
+        what = "a byte msgpack never uses (such as 0xc1) where a value should start"
+    elif isinstance(exc, msgpack.ExtraData):
+        what = "bytes left over after the first msgpack value (send one value, the envelope)"
+    elif isinstance(exc, UnicodeDecodeError):
+        what = f"a str that is not UTF-8 ({exc.reason}); send binary data as msgpack bin"
+    else:
+        what = str(exc) or type(exc).__name__
+    return f"not valid msgpack: {what}; the message starts {data[:16].hex(' ') or '(empty)'}"
 
 
 def _explain(envelope: dict[str, Any]) -> NoReturn:

@@ -2,6 +2,8 @@
 
 How a worker serves an agent:
 
+0. At start the worker makes sure Redis has the Functions library other languages send with
+   (``_functions.py``), declares its agents and starts heartbeating.
 1. A signal ("agent X has work") arrives on the shared ready stream, or a periodic scan or
    sweep finds work or a dead owner.
 2. In one round trip (``lua/take.lua``) the worker takes the agent's lease with a new fencing
@@ -57,7 +59,7 @@ from collections.abc import Callable
 from pygents import _seams
 from pygents.agent import Agent
 from pygents.registry import AgentRegistry
-from pygents_dist import _control, _directory, _leases, _metrics, _streams, _wire
+from pygents_dist import _control, _directory, _functions, _leases, _metrics, _streams, _wire
 from pygents_dist._agent_server import AgentServer
 from pygents_dist._batch_runner import BatchRunner
 from pygents_dist._context_store import ContextStore
@@ -70,7 +72,7 @@ from pygents_dist._scheduler import Scheduler
 from pygents_dist._served_agents import ServedAgents, describe, observe
 from pygents_dist._settings import WorkerSettings
 from pygents_dist._transport import Transport
-from pygents_dist.errors import ConnectionLostError
+from pygents_dist.errors import ConnectionLostError, RedisCommandError
 
 __all__ = ["Worker", "WorkerSettings"]
 
@@ -235,9 +237,39 @@ class Worker:
         for agent in itertools.islice(self.agents, _KEYS_PREPARED):  # not on their first turn
             self.transport.keys.for_agent(agent)
         await self.transport.ping()
+        await self._install_functions()
         await self._declare()
         self._signals_from = await _streams.last_signal_id(self.transport)
         await self._scan()
+
+    async def _install_functions(self) -> None:
+        """Install the Redis Functions library other languages send with (``_functions``),
+        or a newer revision of it. A Redis that refuses (before Redis 7, or an ACL without
+        ``FUNCTION``) costs those senders the function, not this worker its start."""
+        try:
+            installed = await _functions.install(self.transport)
+        except RedisCommandError as exc:
+            _log.warning(
+                "could not install the Redis Functions library %s (%s): services in other "
+                "languages can still send with plain XADD (docs/wire.md)",
+                _functions.LIBRARY,
+                exc,
+            )
+            return
+        if installed.changed:
+            _log.info(
+                "Redis Functions library %s: revision %s installed (found %s)",
+                _functions.LIBRARY,
+                installed.revision,
+                "none" if installed.found is None else installed.found,
+            )
+        elif installed.revision != _functions.REVISION:
+            _log.info(
+                "Redis Functions library %s: left the newer revision %s in place (ours is %d)",
+                _functions.LIBRARY,
+                installed.revision,
+                _functions.REVISION,
+            )
 
     async def _declare(self) -> None:
         declared = self.agents.declared
@@ -355,6 +387,7 @@ class Worker:
         )
         if not alive:
             _log.warning("heartbeat key vanished (Redis lost its data?): declaring again")
+            await self._install_functions()
             await self._declare()
             self._signals_from = b"0-0"
             await self._scan()

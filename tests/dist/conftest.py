@@ -64,12 +64,17 @@ class Shared:
 
 @contextlib.contextmanager
 def module_workers(
-    redis_server: RedisEndpoint, *args: str, target: str = "cluster_app", count: int = 1
+    redis_server: RedisEndpoint,
+    *args: str,
+    target: str = "cluster_app",
+    count: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Shared]:
     """``count`` workers serving ``target`` under a fresh namespace of their own, for a whole
-    module whose tests leave the agents idle and unpaused and use keys of their own."""
+    module whose tests leave the agents idle and unpaused and use keys of their own. ``env``
+    is added to the workers' environment."""
     namespace = f"m{uuid.uuid4().hex[:8]}"
-    env = {"PYGENTS_KEY_PREFIX": namespace, "PYGENTS_REDIS_URL": redis_server.url}
+    env = {"PYGENTS_KEY_PREFIX": namespace, "PYGENTS_REDIS_URL": redis_server.url, **(env or {})}
     options = worker_args("--namespace", namespace, *args)
     with WorkerPool(redis_server.url, pythonpath=[APPS], env=env) as pool:
         try:

@@ -87,6 +87,11 @@ async def test_remote_timeout_is_a_turn_timeout_error(client: Client) -> None:
         await client.call("alpha", "slow", kwargs={"seconds": 5}, timeout=0.2)
     assert isinstance(info.value, RemoteTurnTimeoutError)
     assert info.value.type_name == "TurnTimeoutError"
+    # The sender set the timeout, so the message says how each kind of sender sets it.
+    message = info.value.remote_message
+    assert "timed out after 0.2s" in message
+    assert "call(..., timeout=...)" in message and "Turn(timeout=...)" in message
+    assert "'timeout' field" in message
     assert await client.call("alpha", "add", kwargs={"a": 1, "b": 1}) == 2
 
 
@@ -117,11 +122,14 @@ async def test_cancel_a_running_turn(
     call = asyncio.create_task(client.call("alpha", "hold", kwargs={"tag": "c"}))
     await pop(store, app_key("entered:c"))  # the tool is running (and waits forever)
     [turn_id] = await turn_ids(raw_redis, client, "alpha")
-    await client.cancel("alpha", turn_id)
+    assert await client.cancel("alpha", turn_id) is True
     with pytest.raises(TurnCancelledError):
         await asyncio.wait_for(call, 10)
     assert await client.call("alpha", "add", kwargs={"a": 1, "b": 2}) == 3
     assert await store.xlen(client.transport.keys.turns("alpha")) == 0
+    # Too late for a finished turn: said so, and nothing is left behind.
+    assert await client.cancel("alpha", turn_id) is False
+    assert not await raw_redis.hexists(client.transport.keys.cancel("alpha"), turn_id)
 
 
 async def test_cancel_a_queued_turn(

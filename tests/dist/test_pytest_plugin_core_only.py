@@ -51,8 +51,11 @@ pytestmark = pytest.mark.slow
 
 
 def _env() -> dict[str, str]:
-    """This process's environment, less what would point the child at our own venv."""
+    """This process's environment, less what would point the child at our own venv, and
+    pytest's signs of a CI run (``CI``, ``BUILD_NUMBER``: its short summary then repeats each
+    error's text in full, which the one-line check below would count twice)."""
     dropped = {"PYTHONPATH", "VIRTUAL_ENV", "PYTEST_ADDOPTS", "PYTEST_PLUGINS", "REDIS_URL"}
+    dropped |= {"CI", "BUILD_NUMBER"}
     return {k: v for k, v in os.environ.items() if k not in dropped}
 
 

@@ -120,8 +120,24 @@ def test_other_wire_versions_are_refused() -> None:
     assert "unsupported wire version None" in undecodable(raw(envelope(v=...)))
 
 
-def test_bytes_that_are_not_msgpack_are_refused() -> None:
-    assert "not valid msgpack" in undecodable(b"\xc1\xc1 definitely not msgpack")
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (b"\xc1\xc1 definitely not msgpack", "a byte msgpack never uses (such as 0xc1)"),
+        (b"\x92\x01", "incomplete input"),
+        (b"\x01\x02", "bytes left over after the first msgpack value"),
+        (b"\xa2\xff\xfe", "a str that is not UTF-8"),
+        (b"\xd4\x05\x01", "msgpack extension type 5 is not part of the wire format"),
+        (b"", "incomplete input"),
+    ],
+)
+def test_bytes_that_are_not_msgpack_are_refused_saying_what_is_wrong(
+    data: bytes, what: str
+) -> None:
+    detail = undecodable(data)
+    assert detail.startswith("not valid msgpack: ")
+    assert what in detail
+    assert detail.endswith(f"the message starts {data[:16].hex(' ') or '(empty)'}")
 
 
 def test_a_message_that_is_not_a_map_is_refused() -> None:

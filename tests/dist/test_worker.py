@@ -96,6 +96,21 @@ async def test_malformed_messages_are_dead_lettered_and_waiting_callers_told(
     assert await raw_redis.xlen(client.transport.keys.turns("alpha")) == 0
 
 
+async def test_an_entry_whose_id_differs_from_its_envelopes_is_refused(
+    raw_redis: aioredis.Redis, client: Client
+) -> None:
+    # Only the envelope is signed, and the entry's id names the reply stream and the dedup
+    # record: a captured turn must not run again under an id of someone else's choosing.
+    entry_id, envelope_id = new_turn_id(), new_turn_id()
+    data = encode_turn(
+        turn_id=envelope_id, agent="alpha", tool="add", args=[1, 2], kwargs={}, timeout=5
+    )
+    await raw_turn(raw_redis, client, "alpha", {b"id": entry_id.encode(), b"m": data})
+    error = await refused(client, "alpha", entry_id)
+    assert error.reason == DeadLetterReason.UNDECODABLE
+    assert f"id field {entry_id!r} differs from the envelope's id {envelope_id!r}" in error.detail
+
+
 # -- duplicates and pause ---------------------------------------------------------------
 
 

@@ -57,6 +57,12 @@ async def count(n: int, delay: float = 0.0) -> AsyncIterator[int]:
 
 
 @tool
+async def mirror(value: Any) -> Any:
+    """Return ``value`` as it arrived (a round trip of every wire type)."""
+    return value
+
+
+@tool
 async def boom(message: str) -> None:
     """Fail with ``ValueError(message)``."""
     raise ValueError(message)
@@ -192,7 +198,8 @@ async def note_timeout(turn: Turn[Any]) -> None:
     await store().rpush(app_key("timeouts"), f"{turn.tool.__name__} {os.getpid()}")
 
 
-TOOLS = [add, count, boom, slow, die, work, seq, guarded, hold, mark, long, note, remember, chain]
+TOOLS = [add, count, mirror, boom, slow, die, work, seq, guarded, hold, mark, long, note]
+TOOLS += [remember, chain]
 
 alpha = Agent("alpha", "general purpose", [*TOOLS, history], context_queue=ContextQueue(50))
 beta = Agent("beta", "general purpose", [*TOOLS, history], context_queue=ContextQueue(50))
