@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from pygents import Agent, AgentRegistry, Turn
 from pygents_dist import Client, UnknownAgentError, _control
+from pygents_dist._wire import encode_turn, new_turn_id
 from tests.dist.apps.virtual_app import COORDINATOR, KIND, build
 from tests.dist.conftest import StartWorker
 from tests.dist.helpers import eventually
@@ -185,3 +186,26 @@ async def test_forget_deletes_an_instance_and_it_starts_afresh(
     assert await client.call(name, "notes") == ["hello"]
     with pytest.raises(ValueError, match="declared by the workers' module"):
         await client.forget(KIND)
+
+
+async def test_a_non_python_sender_reaches_an_instance_through_the_send_function(
+    start: StartWorker, client: Client, raw_redis: aioredis.Redis
+) -> None:
+    served(start)
+    name = f"{KIND}/from-fcall"
+    keys = client.transport.keys
+    turn_id = new_turn_id()
+    envelope = encode_turn(
+        turn_id=turn_id, agent=name, tool="note", args=[], kwargs={"text": "hi"}, timeout=30
+    )
+    layout = [keys.turns(name), keys.owner(name), keys.ready, keys.directory]
+    redis: Any = raw_redis  # execute_command is untyped
+    await redis.execute_command("FCALL", "pyg1_send", 4, *layout, name, turn_id, envelope, "")
+    await eventually(lambda: _has(client, name, 2), "the note sent by FCALL to run")
+    assert await client.call(name, "notes") == ["hello", "hi"]
+    nobody = "nobody/x"
+    with pytest.raises(Exception, match="UNKNOWNAGENT"):
+        await redis.execute_command(
+            "FCALL", "pyg1_send", 4, keys.turns(nobody), keys.owner(nobody), keys.ready,
+            keys.directory, nobody, turn_id, envelope, "",
+        )  # fmt: skip
