@@ -45,13 +45,13 @@ def say(tag: str, text: str) -> None:
     print(f"[{tag}] {text}", flush=True)
 
 
-def one_line(exc: BaseException, limit: int = 240) -> str:
+def one_line(exc: BaseException, limit: int = 300) -> str:
     """``Type: message`` on one line; a long message (Redis explains protected mode in a
-    paragraph) is cut after its first sentence."""
+    paragraph) is cut at the end of its last whole sentence within ``limit`` characters."""
     text = " ".join(str(exc).split())
     if len(text) > limit:
-        head, dot, _ = text.partition(". ")
-        text = head + "." if dot and len(head) < limit else text[: limit - 3] + "..."
+        cut = text.rfind(". ", 0, limit)
+        text = text[: cut + 1] if cut > limit // 4 else text[: limit - 3] + "..."
     return f"{type(exc).__name__}: {text}"
 
 
