@@ -160,9 +160,10 @@ CONTAINER_TIER = """
 
 @pytest.fixture
 def no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No Docker daemon answers (a socket that does not exist); not in CI."""
+    """No Docker daemon answers (a socket that does not exist); not in CI; the default image."""
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("PYGENTS_REDIS_IMAGE", raising=False)
 
 
 def summary_lines(result: pytest.RunResult) -> list[str]:
