@@ -8,7 +8,8 @@ of the test's own (``-p``). The Redis image is the tier's (``PYGENTS_REDIS_IMAGE
 compose.yaml reads); the Dockerfile's base image must be here or pullable
 (``scripts/containers-up`` makes one from this machine when no registry is reachable). At the
 end ``down -v --rmi local`` removes the project's containers, volumes, network and built
-images, and whatever is left with the project's label is removed by id, also after a failure.
+images, and whatever is left with the project's label is removed by id, also after a failure;
+the projects of earlier runs killed before their teardown are removed at the start.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ pytestmark = [pytest.mark.containers, pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 PROJECT_LABEL = "com.docker.compose.project"
+#: Project names are PREFIX<pid>x<hex>: the test's own, and its process's.
+PREFIX = "pygentstest"
 SERVICE_LABEL = "com.docker.compose.service"
 
 
@@ -103,6 +106,28 @@ class Compose:
                 self.docker.images.remove(image.id, force=True)
 
 
+def stale_projects(docker_api: Any) -> set[str]:
+    """The projects of earlier runs of this test whose process is gone (killed before its
+    teardown; their workers would otherwise be restarted with the daemon, for good)."""
+    names = set()
+    for container in docker_api.containers.list(all=True, filters={"label": PROJECT_LABEL}):
+        name = container.labels.get(PROJECT_LABEL, "")
+        found = re.fullmatch(rf"{PREFIX}(\d+)x[0-9a-f]+", name)
+        if found and not pid_alive(int(found.group(1))):
+            names.add(name)
+    return names
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def need(condition: bool, reason: str) -> None:
     if not condition:
         if in_ci():
@@ -130,7 +155,11 @@ def compose(docker_api: Any, tier_image: str) -> Iterator[Compose]:
                 f"container tier: base image {base} is not here nor pullable ({exc}); "
                 "scripts/containers-up makes one",
             )
-    project = Compose(command, f"pygentstest{uuid.uuid4().hex[:8]}", tier_image, docker_api)
+    for name in stale_projects(docker_api):
+        Compose(command, name, tier_image, docker_api).remove_everything()
+    project = Compose(
+        command, f"{PREFIX}{os.getpid()}x{uuid.uuid4().hex[:6]}", tier_image, docker_api
+    )
     try:
         project("build")
         yield project
