@@ -204,7 +204,7 @@ def container_redis(request: pytest.FixtureRequest) -> Iterator[ContainerRedis]:
     image = _redis_image(request.config) or testing.redis_image()
     try:
         if not testing.docker_available():
-            raise RuntimeError("no Docker daemon answers (scripts/containers-up starts one)")
+            raise RuntimeError("no Docker daemon answers")
         endpoint: ContainerRedis = testing.ContainerRedis(image)
     except Exception as exc:
         reason = f"container tier: no Redis container of {image}: {exc}"

@@ -37,7 +37,7 @@ def tier_image(container_redis: ContainerRedis) -> str:
 def need_docker(what: str) -> None:
     """Skip (fail in CI) the calling test unless a Docker daemon answers."""
     if not docker_available():
-        reason = f"container tier: {what} needs Docker; no daemon answers (scripts/containers-up)"
+        reason = f"container tier: {what} needs Docker; no daemon answers"
         if in_ci():
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
