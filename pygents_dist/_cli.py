@@ -15,6 +15,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from pygents_dist.errors import ConnectionLostError, DistError
 __all__ = ["main", "worker_main"]
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REDIS = 1, 2, 3
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _fail(message: str, code: int) -> int:
@@ -192,23 +194,33 @@ def _parallel(values: list[str]) -> dict[str, int]:
     return out
 
 
+def _exit_before_serving(signum: int, frame: object) -> None:
+    """SIGTERM or SIGINT before the worker serves: nothing is in flight, so exit 0 now."""
+    raise SystemExit(0)
+
+
+def _stop_early_on_signals() -> dict[int, Any]:
+    """Exit 0 on SIGTERM/SIGINT until ``_serve`` installs the draining handlers; return the
+    handlers replaced. As a container's PID 1 the process would otherwise ignore a SIGTERM
+    that arrives while it starts (``docker stop`` right after ``docker start``) and be killed
+    when the stop timeout runs out."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _exit_before_serving) for sig in _STOP_SIGNALS}
+
+
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pygents-worker``; returns the exit code."""
+    previous = _stop_early_on_signals()
     ns = _worker_parser().parse_args(argv)
     _log.configure(ns.log_level, ns.log_json)
     sys.path.insert(0, os.getcwd())
     try:
-        agents = _load_agents(ns.target)
-        settings = _settings(ns)
-        if settings.agents:
-            wanted = set(settings.agents)
-            missing = wanted - {a.name for a in agents}
-            if missing:
-                return _fail(f"--agents names unknown agent(s): {sorted(missing)}", EXIT_USAGE)
-            agents = [a for a in agents if a.name in wanted]
-        worker = Worker(settings, agents)
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        return _fail(f"cannot load {ns.target!r}: {exc}", EXIT_USAGE)
+        worker = _worker(ns)
+    except _LoadError as exc:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        return _fail(str(exc), EXIT_USAGE)
     runner = _event_loop_runner(ns.loop)
     try:
         runner(_serve(worker))
@@ -217,6 +229,30 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     except DistError as exc:  # e.g. the metrics port is taken
         return _fail(str(exc), EXIT_USAGE)
     return 0
+
+
+class _LoadError(Exception):
+    """The worker's module or options are unusable (exit 2)."""
+
+
+def _worker(ns: argparse.Namespace) -> Worker:
+    """The worker of the parsed options, its agents loaded.
+
+    Raises:
+        _LoadError: the module does not load or the options do not fit it.
+    """
+    try:
+        agents = _load_agents(ns.target)
+        settings = _settings(ns)
+        if settings.agents:
+            wanted = set(settings.agents)
+            missing = wanted - {a.name for a in agents}
+            if missing:
+                raise _LoadError(f"--agents names unknown agent(s): {sorted(missing)}")
+            agents = [a for a in agents if a.name in wanted]
+        return Worker(settings, agents)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise _LoadError(f"cannot load {ns.target!r}: {exc}") from exc
 
 
 def _event_loop_runner(choice: str) -> Any:
@@ -232,7 +268,7 @@ def _event_loop_runner(choice: str) -> Any:
 
 async def _serve(worker: Worker) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, worker.stop)
 
     def ready(worker_id: str) -> None:
@@ -247,7 +283,7 @@ async def _serve(worker: Worker) -> None:
     finally:
         # Closing the loop would restore the default handlers, and a second SIGTERM during
         # interpreter teardown would then kill a worker that already shut down cleanly.
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
 

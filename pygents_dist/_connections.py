@@ -25,9 +25,10 @@ from typing import Any
 import hiredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pygents_dist._redis_errors import CONNECTION_ERRORS, lost
+from pygents_dist._redis_errors import CONNECTION_ERRORS, lost, translate
 
 __all__ = ["Connections"]
 
@@ -95,7 +96,7 @@ class Connections:
                 link = self._idle.pop() if self._idle else None
                 try:
                     if link is None:
-                        link = await self._open()
+                        link = await self._open(what)
                     replies = await link.exchange(payload, len(commands), timeout, until_error)
                 except CONNECTION_ERRORS as exc:
                     if link is not None:
@@ -119,8 +120,13 @@ class Connections:
                     self._idle.append(link)
                 return replies
 
-    async def _open(self) -> _Link:
-        """A new connection, made and authenticated by redis-py, then read by a ``_Link``."""
+    async def _open(self, what: str) -> _Link:
+        """A new connection, made and authenticated by redis-py, then read by a ``_Link``.
+
+        Raises:
+            RedisCommandError: Redis answered the handshake with an error reply, such as
+                ``DENIED`` from a server in protected mode (redis-py has closed the socket).
+        """
         # RESP2 whatever the pool speaks: replies are read raw, and RESP2 gives every
         # command and script one shape (arrays, nil for Lua false).
         # No socket timeout of their own: one deadline covers a whole round trip.
@@ -131,7 +137,10 @@ class Connections:
             "socket_connect_timeout": self._connect_timeout(),
         }
         connection: AbstractConnection = self._pool.connection_class(**options)
-        await connection.connect()  # type: ignore[no-untyped-call]
+        try:
+            await connection.connect()  # type: ignore[no-untyped-call]
+        except ResponseError as exc:  # not a lost connection: retrying will not help
+            raise translate(exc, f"the connection for {what}") from exc
         return _Link(connection)
 
     def _connect_timeout(self) -> float | None:

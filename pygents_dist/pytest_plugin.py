@@ -2,8 +2,12 @@
 
 Loaded through the ``pytest11`` entry point ``pygents_dist``. Fixtures:
 
-- ``redis_server`` (session): ``REDIS_URL`` if set, else a testcontainers Redis when Docker is
-  reachable, else a private ``redis-server`` from ``PATH``; has ``.url``.
+- ``redis_server`` (session): ``REDIS_URL`` if set, else a private ``redis-server`` from
+  ``PATH``, else a testcontainers Redis when Docker answers (:func:`resolve_redis`); has
+  ``.url``. With none of them its tests fail with one line saying what to install.
+- ``container_redis`` (session): a Redis in a container, always through testcontainers (the
+  container tier: override ``redis_server`` with it in a conftest). Without Docker its tests
+  are skipped with the reason, or fail when the ``CI`` environment variable is true.
 - ``key_prefix``: a fresh ``t<8 hex>`` string per test, also set as ``PYGENTS_KEY_PREFIX``.
 - ``redis_url``: the session server's URL, with a fresh ``key_prefix`` for the test.
 - ``private_redis``: a :class:`~pygents_dist.testing.RedisServer` of the test's own, to kill
@@ -14,8 +18,13 @@ Loaded through the ``pytest11`` entry point ``pygents_dist``. Fixtures:
   printed (pytest shows it when the test fails).
 
 Markers: a test using ``redis_server``, ``redis_url``, ``private_redis`` or ``worker_factory``
-is marked ``integration``; one using ``private_redis`` or ``worker_factory`` also ``slow``.
+is marked ``integration``; one using ``private_redis`` or ``worker_factory`` also ``slow``; one
+using ``container_redis`` ``containers`` (``pytest -m "not containers"`` leaves them out).
 Tests marked ``soak`` are deselected (not skipped) unless ``--soak`` is given.
+
+The Redis image of a container is ``--redis-image``, else ``$PYGENTS_REDIS_IMAGE``, else
+``redis:7-alpine``. Where the session's Redis came from (and why the container tier did not
+run, if it did not) is said once, at the end of the run.
 
 Every pytest run of a project with pygents installed loads this plugin, including a
 core-only install (``pip install pygents``, no ``dist`` extra). So this module imports only
@@ -27,6 +36,7 @@ install ``pygents[dist]``, leaving every other test alone.
 from __future__ import annotations
 
 import importlib.util
+import os
 import uuid
 from collections.abc import Iterator, Mapping
 from types import ModuleType
@@ -35,14 +45,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pygents_dist.testing import RedisEndpoint, RedisServer, WorkerPool
+    from pygents_dist.testing import ContainerRedis, RedisEndpoint, RedisServer, WorkerPool
 
 __all__ = [
+    "container_redis",
     "key_prefix",
     "private_redis",
     "pytest_addoption",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_terminal_summary",
     "redis_server",
     "redis_url",
     "worker_factory",
@@ -52,9 +64,15 @@ _MARKERS = {
     "integration": "talks to a real Redis",
     "slow": "spawns processes",
     "soak": "long fault/soak variants, opt-in with --soak",
+    "containers": "runs in Docker containers (Redis through testcontainers, compose.yaml)",
 }
-_INTEGRATION_FIXTURES = frozenset({"redis_server", "redis_url", "private_redis", "worker_factory"})
+_INTEGRATION_FIXTURES = frozenset(
+    {"redis_server", "redis_url", "private_redis", "worker_factory", "container_redis"}
+)
 _SLOW_FIXTURES = frozenset({"private_redis", "worker_factory"})
+_CONTAINER_FIXTURES = frozenset({"container_redis"})
+#: What the session said about its Redis, printed once at the end.
+_NOTES = pytest.StashKey[dict[str, str]]()
 #: What the ``dist`` extra brings that the fixtures' servers and workers need.
 _DIST_MODULES = ("redis", "msgpack")
 _INSTALL_HINT = "install pygents[dist]: pip install 'pygents[dist]'"
@@ -75,13 +93,45 @@ def _testing(fixture: str) -> ModuleType:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Add ``--soak``: run the tests marked ``soak`` (deselected without it)."""
+    """Add ``--soak`` (run the tests marked ``soak``, deselected without it) and
+    ``--redis-image`` (the image of Redis containers)."""
     parser.addoption(
         "--soak",
         action="store_true",
         default=False,
         help="run tests marked soak (long fault/soak variants); without it they are deselected",
     )
+    parser.addoption(
+        "--redis-image",
+        default=None,
+        metavar="IMAGE",
+        help="Redis image of the containers the fixtures start (default: $PYGENTS_REDIS_IMAGE "
+        "or redis:7-alpine)",
+    )
+
+
+def in_ci() -> bool:
+    """Whether the ``CI`` environment variable is set to a true value (``true``, ``1``...)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _redis_image(config: pytest.Config) -> str | None:
+    """``--redis-image`` if given (else ``None``: the environment or the default decide)."""
+    image: str | None = config.getoption("redis_image")
+    return image or None
+
+
+def _note(config: pytest.Config, topic: str, text: str) -> None:
+    """Remember one line about ``topic`` for the end of the run (the first one wins)."""
+    config.stash.setdefault(_NOTES, {}).setdefault(topic, text)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Say once where the session's Redis came from, and why the container tier did not run."""
+    for text in config.stash.get(_NOTES, {}).values():
+        terminalreporter.write_line(f"pygents_dist: {text}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -101,6 +151,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         if names & _SLOW_FIXTURES and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.slow)
+        if names & _CONTAINER_FIXTURES and item.get_closest_marker("containers") is None:
+            item.add_marker(pytest.mark.containers)
     if not config.getoption("soak"):
         kept = [item for item in items if item.get_closest_marker("soak") is None]
         if len(kept) != len(items):
@@ -110,12 +162,59 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisEndpoint]:
-    """The session's Redis: ``REDIS_URL``, else a container, else a private redis-server.
+def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisEndpoint]:
+    """The session's Redis: ``REDIS_URL``, else a private redis-server from ``PATH``, else a
+    container when Docker answers; with none, its tests fail with one line.
 
     Tests share it, so they must keep to their ``key_prefix`` and never flush it.
     """
-    endpoint: RedisEndpoint = _testing("redis_server").resolve_redis()
+    testing = _testing("redis_server")
+    try:
+        endpoint: RedisEndpoint = testing.resolve_redis(image=_redis_image(request.config))
+    except testing.NoRedisError as exc:
+        _note(request.config, "redis_server", str(exc))
+        pytest.fail(str(exc), pytrace=False)
+    _note(request.config, "redis_server", f"Redis for the tests: {_describe(endpoint)}")
+    try:
+        yield endpoint
+    finally:
+        endpoint.close()
+
+
+def _describe(endpoint: RedisEndpoint) -> str:
+    kind = getattr(endpoint, "kind", None)
+    if kind == "env":
+        return "REDIS_URL"
+    if kind == "container":
+        return f"a container of {getattr(endpoint, 'image', '?')} (no redis-server on PATH)"
+    return "a private redis-server from PATH"
+
+
+@pytest.fixture(scope="session")
+def container_redis(request: pytest.FixtureRequest) -> Iterator[ContainerRedis]:
+    """A Redis container started through testcontainers for the session, removed at its end
+    (also after failed tests). Image: ``--redis-image``, ``$PYGENTS_REDIS_IMAGE`` or
+    ``redis:7-alpine``.
+
+    When Docker does not answer or the container does not start, its tests are skipped with
+    the reason (said once at the end of the run), or fail when ``CI`` is true: in CI the
+    container tier must run.
+    """
+    testing = _testing("container_redis")
+    image = _redis_image(request.config) or testing.redis_image()
+    try:
+        if not testing.docker_available():
+            raise RuntimeError("no Docker daemon answers")
+        endpoint: ContainerRedis = testing.ContainerRedis(image)
+    except Exception as exc:
+        reason = f"container tier: no Redis container of {image}: {exc}"
+        if in_ci():
+            _note(request.config, "containers", f"{reason} (CI: failed, not skipped)")
+            pytest.fail(reason, pytrace=False)
+        _note(request.config, "containers", f"{reason} (skipped)")
+        pytest.skip(reason)
+    reaper = "reaper on" if endpoint.reaper else "reaper off: removed by id at teardown"
+    _note(request.config, "containers", f"container tier: {endpoint!r}, {reaper}")
     try:
         yield endpoint
     finally:

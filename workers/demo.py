@@ -1,7 +1,10 @@
 """Run the research pipeline of ``workers/research.py`` end to end: ``python -m workers.demo``.
 
-1. Redis: ``PYGENTS_REDIS_URL`` if set, else a private ``redis-server`` from ``PATH`` on a free
-   port (stopped at the end).
+1. Redis, in the order the test fixtures use: ``PYGENTS_REDIS_URL`` if set, else a private
+   ``redis-server`` from ``PATH`` on a free port, else a throwaway Redis container when Docker
+   answers (image ``PYGENTS_REDIS_IMAGE``, default ``redis:7-alpine``, on 127.0.0.1 only); what
+   the demo started is stopped at the end. With none of them it prints one line saying what to
+   install and exits 2.
 2. Workers: ``DEMO_WORKERS`` (default 2) ``pygents-worker workers.research`` processes.
 3. A ``Client`` drives one research job, printing each stage as it arrives: the planner's
    streamed events, the findings as searchers and the summarizer finish them, and the report
@@ -9,7 +12,8 @@
    tool) kept across processes.
 4. Shutdown: SIGTERM to every worker (each drains and exits 0), then Redis stops.
 
-Exit status 0 when every step worked. The keys live under their own namespace
+Exit status 0 when every step worked; a failure is one ``error:`` line on stderr (with the
+workers' output, if any) and exit status 1. The keys live under their own namespace
 (``PYGENTS_NAMESPACE``, else a fresh ``demo-<hex>``), so an existing Redis is not disturbed.
 In ``compose.yaml`` the same driver runs with ``DEMO_WORKERS=0`` against the compose workers.
 """
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pygents_dist import Client, DistError
-from pygents_dist.testing import RedisServer, WorkerProcess
+from pygents_dist.testing import NoRedisError, WorkerProcess, resolve_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "distributed agent runtimes"
@@ -39,6 +43,16 @@ TOPIC = "distributed agent runtimes"
 def say(tag: str, text: str) -> None:
     """One line of the demo's output: ``[tag] text``, flushed at once."""
     print(f"[{tag}] {text}", flush=True)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line; a long message (Redis explains protected mode in a
+    paragraph) is cut at the end of its last whole sentence within ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        cut = text.rfind(". ", 0, limit)
+        text = text[: cut + 1] if cut > limit // 4 else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,17 +166,20 @@ def _stop_workers(workers: list[WorkerProcess]) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return the exit status."""
     ns = _parser().parse_args(argv)
-    url = os.environ.get("PYGENTS_REDIS_URL")
     namespace = os.environ.get("PYGENTS_NAMESPACE") or f"demo-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
-        if url:
+        try:
+            redis = resolve_redis(url_variable="PYGENTS_REDIS_URL")
+        except NoRedisError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        stack.callback(redis.close)
+        url = redis.url
+        if redis.kind == "env":
             say("redis", f"using PYGENTS_REDIS_URL, namespace {namespace!r}")
+        elif redis.kind == "container":
+            say("redis", f"no redis-server on PATH: started a Redis container at {url}")
         else:
-            if shutil.which("redis-server") is None:
-                print("error: set PYGENTS_REDIS_URL or put redis-server on PATH", file=sys.stderr)
-                return 2
-            server = stack.enter_context(RedisServer())  # started by entering
-            url = server.url
             say("redis", f"started a private redis-server at {url}")
         research_dir = os.environ.get("RESEARCH_DIR")
         if not research_dir:
@@ -177,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = asyncio.run(_run(url, namespace, ns))
             _summary(outcome)
         except (DistError, TimeoutError, RuntimeError) as exc:
-            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             for worker in workers:
                 print(f"----- {worker!r} -----\n{worker.output_text}", file=sys.stderr)
             return 1
@@ -186,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             say("shutdown", f"workers exited with {codes} after SIGTERM")
         if any(codes):
             return 1
-    say("done", "redis stopped" if not os.environ.get("PYGENTS_REDIS_URL") else "ok")
+    say("done", "ok" if redis.kind == "env" else "redis stopped")
     return 0
 
 

@@ -106,10 +106,18 @@ async def record(job: str, kind: str, text: str, by: str) -> int:
     A read-modify-write of one JSON file that searchers and the summarizer, on any worker,
     call at the same time: ``lock=True`` makes it one call at a time across every worker (a
     Redis lease), so no number is given twice and no entry is lost.
+
+    Idempotent: an entry of the same ``kind`` and ``text`` keeps the number it has. A turn
+    runs at least once, so when a worker dies after citing a source but before its turn
+    committed, the turn runs again elsewhere and gets the same numbers (the ledger stays
+    gap-free; the entry still names the worker that first cited it).
     """
     path = job_dir(job) / "ledger.json"
     entries: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
     await asyncio.sleep(0.005)  # a storage round trip: without the lock, writers would race
+    for entry in entries:
+        if (entry["kind"], entry["text"]) == (kind, text):
+            return int(entry["n"])
     number = len(entries) + 1
     entries.append({"n": number, "kind": kind, "text": text, "by": by, "ts": time.time()})
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -1,6 +1,14 @@
-"""Where a test's Redis comes from: the :class:`RedisEndpoint` protocol, a Redis given by URL
-(:class:`ExternalRedis`), a testcontainers one (:class:`ContainerRedis`, :func:`docker_available`),
-and :func:`resolve_redis`, which picks one of those or a private :class:`RedisServer`."""
+"""Where a test's (or the demo's) Redis comes from: the :class:`RedisEndpoint` protocol, a Redis
+given by URL (:class:`ExternalRedis`), a testcontainers one (:class:`ContainerRedis`,
+:func:`docker_available`), and :func:`resolve_redis`, which picks one of those or a private
+:class:`RedisServer` in one documented order.
+
+Containers are reached through a port mapping on 127.0.0.1 only (when the Docker daemon is
+local). testcontainers' reaper (Ryuk) removes them if this process dies, where its image is
+here or can be pulled; where it cannot (a machine that reaches no image registry), the reaper
+is turned off and the containers are removed by id when closed, at garbage collection or exit,
+and, if the process was killed, by label the next time a container is started here.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +16,29 @@ import contextlib
 import gc
 import os
 import shutil
+import socket
 import warnings
+import weakref
 from collections.abc import Mapping
-from typing import Literal, Protocol
+from datetime import timedelta
+from typing import Any, Literal, Protocol
 
 from pygents_dist.testing._redis_server import RedisServer
+
+#: The Redis image a container is started from unless ``PYGENTS_REDIS_IMAGE`` names another.
+DEFAULT_REDIS_IMAGE = "redis:7-alpine"
+#: The environment variable naming the Redis image (a local tag, or one Docker can pull).
+REDIS_IMAGE_VARIABLE = "PYGENTS_REDIS_IMAGE"
+#: The local image ``scripts/containers-up`` builds, for machines whose Docker cannot pull.
+LOCAL_REDIS_IMAGE = "pygents-local/redis:7"
+#: Labels on every container started here: what it is, and which process owns it.
+CONTAINER_LABEL = "org.pygents.testing"
+OWNER_LABEL = "org.pygents.owner"
+_INSTALL = "install redis-server (apt-get install redis-server, brew install redis) or Docker"
+
+
+class NoRedisError(RuntimeError):
+    """No Redis to be had: no URL, no ``redis-server`` binary, no usable Docker."""
 
 
 class RedisEndpoint(Protocol):
@@ -49,25 +75,179 @@ class ExternalRedis:
         return f"ExternalRedis({self._url!r})"
 
 
+def redis_image(environ: Mapping[str, str] | None = None) -> str:
+    """The Redis image to start: ``PYGENTS_REDIS_IMAGE`` if set and not empty, else
+    :data:`DEFAULT_REDIS_IMAGE` (``redis:7-alpine``)."""
+    env = os.environ if environ is None else environ
+    return env.get(REDIS_IMAGE_VARIABLE, "").strip() or DEFAULT_REDIS_IMAGE
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _local_daemon() -> bool:
+    """Whether the Docker daemon is on this machine (a unix socket, not a remote host)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Setup:
+    """How testcontainers is set up for this process (decided once, at the first container)."""
+
+    reaper: bool | None = None
+
+
+def _set_up_testcontainers(client: Any) -> bool:
+    """Pin testcontainers to loopback and decide on its reaper; return whether it is used.
+
+    With a local daemon, containers are reached at 127.0.0.1 (``TESTCONTAINERS_HOST_OVERRIDE``
+    and ``TESTCONTAINERS_CONNECTION_MODE`` still win when set). The reaper is used when its
+    image is here or can be pulled, unless ``TESTCONTAINERS_RYUK_DISABLED`` says otherwise;
+    if it cannot be had it is disabled, and our own cleanup (by id, and by label for the
+    containers of dead processes) is all there is.
+    """
+    from testcontainers.core.config import ConnectionMode
+    from testcontainers.core.config import testcontainers_config as config
+
+    if _local_daemon():
+        if not (os.environ.get("TESTCONTAINERS_HOST_OVERRIDE") or os.environ.get("TC_HOST")):
+            config.tc_host_override = "127.0.0.1"
+        if config.connection_mode_override is None:
+            config.connection_mode_override = ConnectionMode.docker_host
+    if _Setup.reaper is None:
+        if "TESTCONTAINERS_RYUK_DISABLED" in os.environ or "ryuk.disabled" in config.tc_properties:
+            _Setup.reaper = not config.ryuk_disabled
+        else:
+            try:
+                _ensure_image(client, config.ryuk_image)
+                _Setup.reaper = True
+            except Exception:
+                config.ryuk_disabled = True
+                _Setup.reaper = False
+    return _Setup.reaper
+
+
+def _ensure_image(client: Any, image: str) -> None:
+    """Make sure Docker has ``image``: here already, or pulled now.
+
+    Raises:
+        docker.errors.DockerException: it is not here and the pull failed.
+    """
+    import docker.errors
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        client.images.pull(image)
+
+
+def sweep_stale_containers(client: Any) -> list[str]:
+    """Remove the containers that processes of this host started here and left behind when
+    they died (killed before they could remove them); return their ids.
+
+    Only containers labelled :data:`CONTAINER_LABEL` whose :data:`OWNER_LABEL` names this host and a
+    process that no longer exists are touched.
+    """
+    removed = []
+    host = socket.gethostname()
+    for container in client.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+        owner_host, _, pid = container.labels.get(OWNER_LABEL, "").rpartition(":")
+        if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(Exception):
+                container.remove(force=True, v=True)
+                removed.append(container.id)
+    return removed
+
+
+def _remove_container(container: Any) -> None:
+    """Remove a testcontainers container (and its anonymous volumes) by id; quiet."""
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        container.stop()  # testcontainers' stop removes it (force, volumes)
+
+
 class ContainerRedis:
-    """A throwaway Redis container started through testcontainers; closing removes it."""
+    """A throwaway Redis container started through testcontainers; closing removes it.
+
+    The container is labelled :data:`CONTAINER_LABEL` (``redis``) and :data:`OWNER_LABEL` (this host
+    and process) and, with a local daemon, published on 127.0.0.1 only. It is removed by
+    :meth:`close`, on garbage collection and at interpreter exit; a container left by a killed
+    process is removed by the reaper, or (without one) by the next :class:`ContainerRedis`
+    started on this host.
+
+    Args:
+        image: the Redis image (default :func:`redis_image`: ``PYGENTS_REDIS_IMAGE`` or
+            ``redis:7-alpine``); pulled if Docker does not have it.
+        startup_timeout: seconds to wait for PING to answer.
+    """
 
     kind: Literal["container"] = "container"
 
-    def __init__(self, image: str = "redis:7-alpine") -> None:
+    def __init__(self, image: str | None = None, *, startup_timeout: float = 60.0) -> None:
         """Start the container and wait until Redis answers PING.
 
         Raises:
-            Exception: whatever testcontainers/docker raise when the container cannot start.
+            RuntimeError: the image is not here and cannot be pulled (the message says what
+                to do), or the container did not start or answer.
+            Exception: whatever testcontainers/docker raise when no daemon is reachable.
         """
+        self.image = image or redis_image()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from testcontainers.community.redis import RedisContainer
+            from testcontainers.core.docker_client import DockerClient
 
-            self._container = RedisContainer(image)
-            self._container.start()
-        host = self._container.get_container_host_ip()
-        port = self._container.get_exposed_port(6379)
+            docker = DockerClient()
+            try:
+                self.reaper = _set_up_testcontainers(docker.client)
+                if not self.reaper:
+                    sweep_stale_containers(docker.client)
+                try:
+                    _ensure_image(docker.client, self.image)
+                except Exception as exc:
+                    why = getattr(exc, "explanation", None) or _first_line(exc)
+                    raise RuntimeError(
+                        f"Redis image {self.image!r} is not here and could not be pulled; set "
+                        f"{REDIS_IMAGE_VARIABLE} to a local image (scripts/containers-up builds "
+                        f"{LOCAL_REDIS_IMAGE}) [{_first_line(Exception(why), 120)}]"
+                    ) from exc
+            finally:
+                docker.client.close()
+            container = RedisContainer(self.image).with_kwargs(
+                labels={CONTAINER_LABEL: "redis", OWNER_LABEL: _owner()}
+            )
+            if _local_daemon():  # published on loopback only: -p 127.0.0.1::6379
+                container.ports[str(container.port)] = ("127.0.0.1",)  # type: ignore[assignment]
+            strategy = container._wait_strategy  # PING, every 0.1 s rather than every 1 s
+            if strategy is not None:
+                strategy.with_poll_interval(0.1).with_startup_timeout(
+                    timedelta(seconds=startup_timeout)
+                )
+            self._container = container
+            self._finalizer = weakref.finalize(self, _remove_container, container)
+            try:
+                container.start()
+                host = container.get_container_host_ip()
+                port = container.get_exposed_port(container.port)
+            except BaseException:
+                self._finalizer()
+                raise
         self._url = f"redis://{host}:{port}"
 
     @property
@@ -75,14 +255,17 @@ class ContainerRedis:
         """The URL of the container's mapped port."""
         return self._url
 
+    @property
+    def container_id(self) -> str:
+        """The Docker id of the container."""
+        return self._container.get_container_id()
+
     def close(self) -> None:
-        """Stop and remove the container."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self._container.stop()
+        """Stop and remove the container; idempotent."""
+        self._finalizer()
 
     def __repr__(self) -> str:
-        return f"ContainerRedis({self._url!r})"
+        return f"ContainerRedis({self._url!r}, image={self.image!r})"
 
 
 def docker_available(timeout: float = 3.0) -> bool:
@@ -113,35 +296,42 @@ def resolve_redis(
     *,
     environ: Mapping[str, str] | None = None,
     use_docker: bool | None = None,
-) -> ExternalRedis | ContainerRedis | RedisServer:
-    """Find or start a Redis to test against; the caller must ``close()`` it.
+    image: str | None = None,
+    url_variable: str = "REDIS_URL",
+) -> ExternalRedis | RedisServer | ContainerRedis:
+    """Find or start a Redis; the caller must ``close()`` it. In this order:
 
-    In order: ``REDIS_URL`` from ``environ`` (default ``os.environ``) if set and not empty;
-    else a testcontainers Redis when Docker is reachable (``use_docker=None`` asks
-    :func:`docker_available`); else (or if the container fails to start) a private
-    :class:`RedisServer` from ``PATH``.
+    1. the URL in ``url_variable`` (``REDIS_URL``) of ``environ`` (default ``os.environ``),
+       if set and not empty;
+    2. a private :class:`RedisServer` from a ``redis-server`` binary on ``PATH`` (the
+       ``PATH`` of ``environ`` when it has one);
+    3. a :class:`ContainerRedis` of ``image`` (default :func:`redis_image`) when Docker is
+       reachable (``use_docker=None`` asks :func:`docker_available`).
 
     Raises:
-        RuntimeError: no URL, no usable Docker, and no ``redis-server`` on ``PATH``.
+        NoRedisError: none of the three; the message is one line saying what to install.
     """
     # The names are looked up on the package at call time, as when it was one module, so a
     # test that patches pygents_dist.testing.docker_available (say) still reaches this call.
     from pygents_dist import testing
 
     env = os.environ if environ is None else environ
-    url = env.get("REDIS_URL", "")
+    url = env.get(url_variable, "")
     if url:
         return testing.ExternalRedis(url)
-    container_error: Exception | None = None
-    if use_docker if use_docker is not None else testing.docker_available():
-        try:
-            return testing.ContainerRedis()
-        except Exception as exc:
-            container_error = exc
-    if shutil.which("redis-server") is None:
-        raise RuntimeError(
-            "no Redis for tests: REDIS_URL is not set, Docker is "
-            + (f"unusable ({container_error!r})" if container_error else "not reachable")
-            + ", and redis-server is not on PATH"
+    binary = shutil.which("redis-server", path=env.get("PATH"))
+    if binary is not None:
+        return testing.RedisServer(executable=binary).start()
+    image = image or redis_image(env)
+    if not (use_docker if use_docker is not None else testing.docker_available()):
+        raise NoRedisError(
+            f"no Redis: {url_variable} is not set, redis-server is not on PATH and no Docker "
+            f"daemon answers; {_INSTALL}, or set {url_variable}"
         )
-    return testing.RedisServer().start()
+    try:
+        return testing.ContainerRedis(image)
+    except Exception as exc:
+        raise NoRedisError(
+            f"no Redis: {url_variable} is not set, redis-server is not on PATH and a Redis "
+            f"container did not start: {_first_line(exc, 400)}"
+        ) from exc

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import quote
 
 from pygents_dist.testing._ports import _LOCALHOST, free_port
@@ -58,6 +58,8 @@ class RedisServer:
         executable: the ``redis-server`` binary.
         startup_timeout: seconds :meth:`start` waits for PING to answer.
     """
+
+    kind: Literal["server"] = "server"
 
     def __init__(
         self,

@@ -130,3 +130,38 @@ async def test_a_waiting_send_that_finds_its_script_gone_neither_waits_nor_sends
     finally:
         await store.aclose()
         await transport.aclose()
+
+
+_DENIED = (
+    b"-DENIED Redis is running in protected mode because protected mode is enabled and no "
+    b"password is set for the default user. In this mode connections are only accepted from "
+    b"the loopback interface.\r\n"
+)
+
+
+async def test_a_refused_handshake_is_ours_at_once_not_a_lost_connection() -> None:
+    """A Redis that refuses every client (protected mode, reached from outside) answers the
+    handshake with ``DENIED``: one RedisCommandError, no retries, no raw redis-py error."""
+    connections = 0
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.read(1024)  # the handshake's first command
+        writer.write(_DENIED)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = Transport.from_url(f"redis://127.0.0.1:{port}/0", namespace="t")
+    try:
+        with pytest.raises(RedisCommandError) as info:
+            await transport.execute([("PING",)], "probe")
+    finally:
+        await transport.aclose()
+        server.close()
+        await server.wait_closed()
+    assert connections == 1
+    assert str(info.value).startswith("Redis refused the connection for probe: DENIED Redis is")
+    assert info.value.code == "DENIED"

@@ -31,6 +31,7 @@ MARKED = """
     def test_server(redis_server): pass
     def test_private(private_redis): pass
     def test_workers(worker_factory): pass
+    def test_container(container_redis): pass
 """
 
 
@@ -43,7 +44,12 @@ def test_fixtures_mark_tests_integration_and_slow(pytester: pytest.Pytester) -> 
     pytester.makepyfile(MARKED)
     assert selected(pytester, "-m", "not integration") == ["test_offline"]
     assert selected(pytester, "-m", "slow") == ["test_private", "test_workers"]
-    assert selected(pytester, "-m", "integration and not slow") == ["test_server", "test_url"]
+    assert selected(pytester, "-m", "integration and not slow and not containers") == [
+        "test_server",
+        "test_url",
+    ]
+    assert selected(pytester, "-m", "containers") == ["test_container"]
+    assert "test_container" not in selected(pytester, "-m", "not containers")
 
 
 def test_soak_tests_are_deselected_unless_soak(pytester: pytest.Pytester) -> None:
@@ -142,3 +148,72 @@ def test_worker_factory_stops_workers_even_when_the_test_fails(
     for pid in pid_file.read_text().split():
         assert_no_process(int(pid))
     assert os.environ.get("PYGENTS_KEY_PREFIX") is None
+
+
+# -- where Redis comes from, said once ------------------------------------------------------
+
+CONTAINER_TIER = """
+    def test_one(container_redis): pass
+    def test_two(container_redis): pass
+"""
+
+
+@pytest.fixture
+def no_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Docker daemon answers (a socket that does not exist); not in CI; the default image."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("PYGENTS_REDIS_IMAGE", raising=False)
+
+
+def summary_lines(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.outlines if line.startswith("pygents_dist: ")]
+
+
+@pytest.mark.usefixtures("no_docker")
+def test_without_docker_the_container_tier_is_skipped_and_said_once(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(CONTAINER_TIER)
+    result = run(pytester, "--redis-image", "mine/redis:9")
+    result.assert_outcomes(skipped=2)
+    [line] = summary_lines(result)
+    assert line.startswith("pygents_dist: container tier: no Redis container of mine/redis:9: ")
+    assert "no Docker daemon answers" in line and line.endswith("(skipped)")
+
+
+@pytest.mark.usefixtures("no_docker")
+def test_in_ci_the_container_tier_fails_instead(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    pytester.makepyfile(CONTAINER_TIER)
+    result = run(pytester)
+    result.assert_outcomes(errors=2)
+    [line] = summary_lines(result)
+    assert "redis:7-alpine" in line and line.endswith("(CI: failed, not skipped)")
+
+
+@pytest.mark.usefixtures("no_docker")
+def test_with_no_redis_at_all_the_tests_fail_with_one_line_saying_what_to_install(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server
+    pytester.makepyfile("def test_a(redis_url): pass\ndef test_b(redis_url): pass\n")
+    result = run(pytester)
+    result.assert_outcomes(errors=2)
+    [line] = summary_lines(result)
+    assert line == (
+        "pygents_dist: no Redis: REDIS_URL is not set, redis-server is not on PATH and no "
+        "Docker daemon answers; install redis-server (apt-get install redis-server, brew "
+        "install redis) or Docker, or set REDIS_URL"
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_the_session_redis_is_named_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(redis_url): pass\ndef test_b(redis_url): pass\n")
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+    assert summary_lines(result) == ["pygents_dist: Redis for the tests: REDIS_URL"]

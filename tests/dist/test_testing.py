@@ -167,10 +167,22 @@ def test_resolve_redis_prefers_redis_url() -> None:
     endpoint = resolve_redis(environ={"REDIS_URL": "redis://10.0.0.1:7000/3"})
     assert isinstance(endpoint, ExternalRedis)
     assert endpoint.url == "redis://10.0.0.1:7000/3"
+    named = resolve_redis(
+        environ={"PYGENTS_REDIS_URL": "redis://h:1"}, url_variable="PYGENTS_REDIS_URL"
+    )
+    assert isinstance(named, ExternalRedis)
+    assert named.url == "redis://h:1"
 
 
-async def test_resolve_redis_starts_a_private_server_without_docker() -> None:
-    endpoint = resolve_redis(environ={}, use_docker=False)
+async def test_resolve_redis_prefers_a_local_redis_server_to_docker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_container(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Docker was asked although redis-server is on PATH")
+
+    monkeypatch.setattr(testing, "docker_available", lambda: True)
+    monkeypatch.setattr(testing, "ContainerRedis", no_container)
+    endpoint = resolve_redis(environ={})
     try:
         assert isinstance(endpoint, RedisServer)
         async with client(endpoint.url) as r:
@@ -179,18 +191,49 @@ async def test_resolve_redis_starts_a_private_server_without_docker() -> None:
         endpoint.close()
 
 
-def test_resolve_redis_sees_patches_of_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_redis_uses_docker_when_no_redis_server_is_on_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """resolve_redis lives in a private module; patching the public names must still reach it."""
 
     class FakeContainer:
         url = "redis://container.invalid:6379"
+
+        def __init__(self, image: str) -> None:
+            self.image = image
 
         def close(self) -> None:
             pass
 
     monkeypatch.setattr(testing, "docker_available", lambda: True)
     monkeypatch.setattr(testing, "ContainerRedis", FakeContainer)
-    assert isinstance(resolve_redis(environ={}), FakeContainer)
+    hidden = {"PATH": str(tmp_path)}  # no redis-server there
+    endpoint = resolve_redis(environ=hidden)
+    assert isinstance(endpoint, FakeContainer)
+    assert endpoint.image == "redis:7-alpine"  # the public default...
+    endpoint = resolve_redis(environ={**hidden, "PYGENTS_REDIS_IMAGE": "mine/redis:1"})
+    assert isinstance(endpoint, FakeContainer)
+    assert endpoint.image == "mine/redis:1"  # ...unless the environment names another
+    endpoint = resolve_redis(environ=hidden, image="given:2")
+    assert isinstance(endpoint, FakeContainer)
+    assert endpoint.image == "given:2"
+
+
+def test_resolve_redis_without_any_redis_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(image: str) -> None:
+        raise RuntimeError("image gone\nwith a second line")
+
+    with pytest.raises(testing.NoRedisError) as no_docker:
+        resolve_redis(environ={"PATH": str(tmp_path)}, use_docker=False)
+    message = str(no_docker.value)
+    assert "\n" not in message
+    assert "REDIS_URL is not set" in message
+    assert "install redis-server" in message
+    monkeypatch.setattr(testing, "ContainerRedis", broken)
+    with pytest.raises(testing.NoRedisError, match=r"container did not start: image gone$"):
+        resolve_redis(environ={"PATH": str(tmp_path)}, use_docker=True)
 
 
 # --- TcpProxy ---------------------------------------------------------------------------------

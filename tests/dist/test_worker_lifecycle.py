@@ -1,10 +1,16 @@
-"""Workers of each test's own: a poison turn that kills its workers, signed turns, and
-SIGTERM letting a turn longer than the lease commit."""
+"""Workers of each test's own: a poison turn that kills its workers, signed turns, SIGTERM
+letting a turn longer than the lease commit, and SIGTERM while a worker is still starting."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -65,3 +71,32 @@ async def test_sigterm_lets_a_turn_longer_than_the_lease_commit_then_exits_0(
     assert await asyncio.to_thread(worker.wait, 15) == 0
     assert await store.get(app_key("runs:long")) == "1"
     assert await raw_redis.xlen(client.transport.keys.turns("alpha")) == 0
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_worker_is_still_starting_exits_0_at_once(tmp_path: Path) -> None:
+    """Before it serves, a worker has nothing to drain: SIGTERM ends it with 0 at once (as a
+    container's PID 1 it would otherwise ignore the signal until the stop timeout killed it)."""
+    started = tmp_path / "started"
+    (tmp_path / "slow_start.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYGENTS_REDIS_URL": "redis://127.0.0.1:1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pygents_dist", "worker", "slow_start"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists():  # the app module is being imported
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert b"Traceback" not in proc.communicate()[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
