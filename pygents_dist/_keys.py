@@ -20,7 +20,7 @@ GROUP = "workers"
 KEY_PREFIX = "pyg1"
 _NAME = re.compile(r"^[^{}\s]{1,200}$")
 #: Agents whose key records ``Keys.for_agent`` keeps (a worker serving more rebuilds some).
-_AGENTS_CACHED = 100_000
+_AGENTS_CACHED = 20_000
 
 
 class AgentKeys(NamedTuple):
@@ -62,7 +62,7 @@ class Keys:
     def for_agent(self, name: str) -> AgentKeys:
         """Every key of the agent ``name`` in one record, built once: a worker serving
         thousands of agents would otherwise format a dozen keys per batch. (The most recent
-        100,000 agents are kept; past that the record is built again.)"""
+        20,000 agents are kept; past that the record is built again.)"""
         record = self._records.get(name)
         if record is None:
             if len(self._records) >= _AGENTS_CACHED:

@@ -30,6 +30,7 @@ from pygents_dist._context_store import ContextStore
 from pygents_dist._held_leases import HeldLeases, warn_lapsed
 from pygents_dist._leases import Taken
 from pygents_dist._routing import define_agents
+from pygents_dist._served_agents import ServedAgents
 from pygents_dist._settings import WorkerSettings, turns_per_fetch
 from pygents_dist._statuses import FetchStatus, Outcome, TakeStatus
 from pygents_dist._transport import Transport
@@ -66,6 +67,7 @@ class Scheduler:
         contexts: ContextStore,
         runner: BatchRunner,
         server: AgentServer,
+        served: ServedAgents,
     ) -> None:
         self._transport = transport
         self._settings = settings
@@ -78,6 +80,7 @@ class Scheduler:
         self._contexts = contexts
         self._runner = runner
         self._server = server
+        self._agents = served
         #: agent: the task serving it (its own, or its group's).
         self.active: dict[str, asyncio.Task[None]] = {}
         # Agents to take, in order (see _take_loop). An OrderedDict, as taking from the
@@ -151,7 +154,11 @@ class Scheduler:
                 await self._slots.acquire()  # free: does not wait
                 slot = True
             agent = self.wanted.popitem(last=False)[0]
-            if agent in self.active:
+            # Instances are built as they are taken, not when scheduled: a burst of turns to
+            # a million instances queues a million names here, not a million agents.
+            if not self._agents.activate_now(agent):
+                _log.debug("agent %s: no longer servable here; skipped", agent)
+            elif agent in self.active:
                 self._again.add(agent)
             elif self._settings.parallel.get(agent, 1) > 1:
                 self._spawn(agent, self._server.own(agent))

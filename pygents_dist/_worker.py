@@ -82,7 +82,7 @@ _SCAN_RATE_PER_S = 200
 #: Seconds the signal loop waits before reading on after signals of busy agents only.
 _SIGNAL_COALESCE_S = 0.002
 #: Agents whose key names are built at start (Keys.for_agent keeps as many).
-_KEYS_PREPARED = 100_000
+_KEYS_PREPARED = 20_000
 VERSION = "0.8.0"
 
 
@@ -170,6 +170,7 @@ class Worker:
             contexts=contexts,
             runner=self._runner,
             server=self._server,
+            served=self.agents,
         )
         self.metrics.active = lambda: len(self._scheduler.active)
 
@@ -343,11 +344,11 @@ class Worker:
                 continue
             news = False
             unknown: list[str] = []
-            activate_now = self.agents.activate_now
+            addressable = self.agents.addressable  # instances are built when taken
             for entry_id, fields in entries:
                 self._signals_from = entry_id
                 for name in _signalled(fields):
-                    if activate_now(name):
+                    if addressable(name):
                         # A lingering agent reads new turns itself (the signal only marks it
                         # to be looked at again once its serve ends, in case it just gave up).
                         news = news or name not in lingering
