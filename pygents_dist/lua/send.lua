@@ -9,10 +9,13 @@
 --   turn: id, envelope, signature ('' for none)
 -- The agents to wake share one signal entry (field "as": their names, space-separated), so
 -- a fan-out to thousands of agents writes one entry per call, not one per agent.
+-- A stream this call creates gets the workers' consumer group (named as GROUP in _keys.py)
+-- at id 0, so the first take of a new agent (an instance, say) reads it at once.
 -- Returns how many agents were signalled.
 local wake, a = {}, 2
 for k = 2, #KEYS, 2 do
   local name, count = ARGV[a], tonumber(ARGV[a + 1])
+  local new = redis.call('EXISTS', KEYS[k]) == 0
   a = a + 2
   for _ = 1, count do
     if ARGV[a + 2] ~= '' then
@@ -22,6 +25,7 @@ for k = 2, #KEYS, 2 do
     end
     a = a + 3
   end
+  if new then redis.call('XGROUP', 'CREATE', KEYS[k], 'workers', '0') end
   if redis.call('EXISTS', KEYS[k + 1]) == 0 then wake[#wake + 1] = name end
 end
 if #wake > 0 then

@@ -89,3 +89,12 @@ def test_agent_names_that_break_keys_are_refused(name: str) -> None:
 @pytest.mark.parametrize("name", ["alice", "a.b-c_d:1", "x" * 200, "émile"])
 def test_ordinary_agent_names_are_accepted(name: str) -> None:
     assert check_agent_name(name) == name
+
+
+def test_the_send_script_creates_the_group_the_workers_read_through() -> None:
+    from importlib.resources import files
+
+    from pygents_dist._keys import GROUP
+
+    send = (files("pygents_dist") / "lua" / "send.lua").read_text()
+    assert f"'XGROUP', 'CREATE', KEYS[k], '{GROUP}', '0'" in send
