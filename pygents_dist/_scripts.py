@@ -75,7 +75,8 @@ return {done, fetch(fetch_keys, fetch_args)}
 #: commit.lua for many agents in one script call. ARGV[1] how many agents; then per agent:
 #: its number of keys, '1' to give the lease up when its stream is empty, its owner value
 #: and its packed ops; KEYS: each agent's commit keys in turn. Returns per agent {committed,
-#: entries left in its stream, released (0/1)}.
+#: entries left in its stream, released (0/1)}; a released agent's empty stream is deleted
+#: with its group (``lua/send.lua`` makes both again for its next turn).
 _COMMIT_MANY = """
 local function commit(KEYS, ARGV)
 <commit.lua>
@@ -89,7 +90,7 @@ for i = 1, tonumber(ARGV[1]) do
   local left = redis.call('XLEN', keys[1])
   local released = 0
   if done == 1 and release == '1' and left == 0 then
-    redis.call('DEL', keys[2])
+    redis.call('DEL', keys[2], keys[1])
     released = 1
   end
   out[i] = {done, left, released}

@@ -3,6 +3,7 @@
 -- ARGV[1] owner value, ARGV[2] group, ARGV[3] consumer, ARGV[4] count, ARGV[5] start id
 --   ('>' for new entries, '0' for this consumer's pending ones); ARGV[6] '1': when there is
 --   nothing new and the stream is empty (everything read was committed), give up the lease
+--   and delete the empty stream
 -- Returns {status, entries, flags}: status 0 ok, -1 lease lost, -2 paused, -3 no group;
 -- {0, {}, {}, 1} when the lease was given up.
 -- flags[i] is 'd' (turn already committed), 'c' (cancel requested) or '' for entry i.
@@ -22,7 +23,9 @@ local ok, res = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[2], ARGV[3],
 if not ok then return {-3} end
 if not res then
   if ARGV[6] == '1' and redis.call('XLEN', KEYS[1]) == 0 then
-    redis.call('DEL', KEYS[2])
+    -- The empty stream goes too (its group is most of an idle agent's memory in Redis):
+    -- send.lua makes it again, with the group, for the next turn.
+    redis.call('DEL', KEYS[2], KEYS[1])
     return {0, {}, {}, 1}
   end
   return {0, {}, {}}

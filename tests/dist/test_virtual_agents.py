@@ -209,3 +209,19 @@ async def test_a_non_python_sender_reaches_an_instance_through_the_send_function
             "FCALL", "pyg1_send", 4, keys.turns(nobody), keys.owner(nobody), keys.ready,
             keys.directory, nobody, turn_id, envelope, "",
         )  # fmt: skip
+
+
+async def test_an_idle_instance_keeps_its_context_but_not_its_empty_stream(
+    start: StartWorker, client: Client, raw_redis: aioredis.Redis
+) -> None:
+    served(start)
+    name = f"{KIND}/idle"
+    await client.call(name, "note", kwargs={"text": "kept"})
+    keys = client.transport.keys.for_agent(name)
+
+    async def stream_gone() -> bool:
+        return await raw_redis.exists(keys.turns, keys.owner) == 0
+
+    await eventually(stream_gone, "the let-go instance's empty stream to be deleted")
+    assert await raw_redis.exists(keys.state) == 1
+    assert await client.call(name, "notes") == ["hello", "kept"]  # a new stream, and group

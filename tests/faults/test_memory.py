@@ -130,7 +130,10 @@ async def test_memory_returns_to_baseline_after_a_long_run(
             assert 0 < await r.pttl(key) <= REPLY_TTL_MS, f"{key!r} never expires"
         assert not await r.exists(keys.lock("tool:locked")), "a lock was left behind"
         for agent in agents:
-            assert len(await r.xinfo_consumers(keys.turns(agent), "workers")) <= 2
+            # An agent let go with nothing left has its empty stream (and group) deleted; one
+            # still there keeps at most a consumer per worker.
+            if await r.exists(keys.turns(agent)):
+                assert len(await r.xinfo_consumers(keys.turns(agent), "workers")) <= 2
         if replies:
             await r.delete(*replies)  # what their TTL does an hour later
         ready_growth = await r.xlen(keys.ready) - base_ready
