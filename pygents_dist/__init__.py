@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pygents_dist import errors as _errors
+
 if TYPE_CHECKING:
     from pygents_dist._client import Client
     from pygents_dist._keys import Keys
@@ -65,22 +67,8 @@ _SOURCES = {
     "Transport": "pygents_dist._transport",
     "Worker": "pygents_dist._worker",
     "WorkerSettings": "pygents_dist._worker",
-    **{
-        name: "pygents_dist.errors"
-        for name in (
-            "ConnectionLostError",
-            "DeadLetterReason",
-            "DeadLetteredError",
-            "DistError",
-            "PayloadError",
-            "RedisCommandError",
-            "RedisPermissionError",
-            "RemoteError",
-            "RemoteTurnTimeoutError",
-            "TurnCancelledError",
-            "UnknownAgentError",
-        )
-    },
+    # errors.py needs only the standard library and the core: safe to read its names now.
+    **dict.fromkeys(_errors.__all__, "pygents_dist.errors"),
 }
 
 
