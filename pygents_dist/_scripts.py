@@ -20,7 +20,7 @@ import importlib.resources
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pygents_dist._connections import Connections
+from pygents_dist._connections import Executor
 from pygents_dist._redis_errors import first_error, is_missing_script, translate
 
 __all__ = ["COMMAND", "ScriptCall", "Scripts", "lua_text"]
@@ -129,7 +129,7 @@ class Scripts:
     ``pygents_dist.errors`` types.
     """
 
-    def __init__(self, connections: Connections) -> None:
+    def __init__(self, connections: Executor) -> None:
         self._connections = connections
         self.sources = _sources()
         self.shas = {

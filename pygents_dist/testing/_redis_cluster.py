@@ -284,6 +284,7 @@ class RedisCluster:
                     # a replica may take over however long ago it last heard its primary
                     "cluster-replica-validity-factor 0",
                     "cluster-allow-replica-migration no",
+                    "repl-diskless-sync-delay 0",  # a replica syncs at once, not after 5 s
                 ]
             )
             + "\n"
@@ -328,7 +329,10 @@ class RedisCluster:
             info = command(port, "CLUSTER", "INFO")
             if "cluster_state:ok" not in str(info):
                 return False
-        covered = sum(
+            role = str(command(port, "INFO", "replication"))
+            if "role:slave" in role and "master_link_status:up" not in role:
+                return False  # a replica still syncing is not a failover target yet
+        covered: int = sum(
             end - start + 1
             for p in self.nodes()
             if p["role"] == "primary" and not p["failed"]
