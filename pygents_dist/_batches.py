@@ -6,6 +6,10 @@ follow-ups, sends, context and replies in one atomic step, or nothing when the l
 longer ours. The hot paths combine steps in one round trip: commit-and-fetch (one script),
 commit-and-wait-then-fetch (three pipelined commands), commit-many-and-take-many (a group of
 agents committed as the next group is taken). Every read comes back as a ``Fetched``.
+
+On a Redis Cluster the group scripts run once per slot (``_leases.slot_groups``), their calls
+pipelined per primary, so a group still costs one round trip per primary (concurrently); the
+leases a take records go in first, in a round trip of their own (``_leases.record_first``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from typing import Any
 
 from pygents_dist._commit import Commit
 from pygents_dist._keys import GROUP
-from pygents_dist._leases import Taken, record_calls, take_many_call, taken_many
+from pygents_dist._leases import (
+    Taken,
+    record_calls,
+    record_first,
+    regroup,
+    slot_groups,
+    take_many_call,
+    taken_many,
+)
 from pygents_dist._redis_errors import first_error, is_missing_script
 from pygents_dist._statuses import FetchStatus
 from pygents_dist._transport import Entry, Transport, entries
@@ -103,8 +115,41 @@ async def commit_many(transport: Transport, commits: Sequence[GroupCommit]) -> l
     in one script call; each is fenced by its own lease, and with ``release`` its lease
     is given up when its stream is empty. Per batch: ``(committed, entries left in the
     stream, released)``."""
+    if await transport.is_cluster():
+        return (await _sliced(transport, commits, [], "", 0, 0, []))[0]
     keys, args = _commit_many_call(transport, commits)
     return _committed_many(await transport.scripts.run_one("commit_many", keys, args))
+
+
+async def _sliced(
+    transport: Transport,
+    commits: Sequence[GroupCommit],
+    agents: Sequence[str],
+    worker_id: str,
+    lease_ms: int,
+    count: int,
+    record: Sequence[str],
+) -> tuple[list[Committed], list[Taken]]:
+    """``commit_take_many`` on a Redis Cluster: a ``commit_many`` and a ``take_many`` call
+    per slot, pipelined per primary (after the leases to record, in a round trip of their
+    own)."""
+    calls = await record_first(transport, record_calls(transport, record, lease_ms))
+    by_slot = slot_groups([commit.agent for _owner, commit, _release in commits])
+    of_agent = {commit.agent: (owner, commit, release) for owner, commit, release in commits}
+    calls += [
+        ("commit_many", *_commit_many_call(transport, [of_agent[a] for a in part]))
+        for part in by_slot
+    ]
+    take_groups = slot_groups(agents)
+    calls += [
+        ("take_many", *take_many_call(transport, part, worker_id, lease_ms, count))
+        for part in take_groups
+    ]
+    got = await transport.scripts.run(calls, "commit_many")
+    committed = [_committed_many(one) for one in got[: len(by_slot)]]
+    taken = [taken_many(one) for one in got[len(by_slot) :]]
+    order = [commit.agent for _owner, commit, _release in commits]
+    return regroup(order, by_slot, committed), regroup(agents, take_groups, taken)
 
 
 def _commit_many_call(
@@ -141,6 +186,8 @@ async def commit_take_many(
 
     Raises the first script error, if any (after both ran: the take may have leased
     agents the caller then does not run; their leases expire)."""
+    if await transport.is_cluster():
+        return await _sliced(transport, commits, agents, worker_id, lease_ms, count, record)
     commit_keys, commit_args = _commit_many_call(transport, commits)
     take_keys, take_args = take_many_call(transport, agents, worker_id, lease_ms, count)
     results = await transport.scripts.run(

@@ -326,6 +326,21 @@ class ClusterConnections:
             at += 1
         return out
 
+    async def scan(self, address: _Address, pattern: str, count: int) -> list[bytes]:
+        """The keys matching ``pattern`` on the primary at ``address`` (``SCAN``).
+
+        Raises:
+            ConnectionLostError: the node did not answer.
+        """
+        found: list[bytes] = []
+        cursor: bytes | int = 0
+        while True:
+            command = ("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+            ((cursor, keys),) = await self._node(address).execute([command], "scan")
+            found.extend(keys)
+            if int(cursor) == 0:
+                return found
+
     async def aclose(self) -> None:
         """Close every node's idle connections."""
         for node in self._nodes.values():

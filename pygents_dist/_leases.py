@@ -5,6 +5,10 @@ value ``<worker>:<fence>`` with a TTL). ``lua/take.lua`` takes it together with 
 context and first batch; the fence number in the value is the token every later fetch and
 commit must show. The ``owned`` sorted set records each lease's expiry so that any worker
 can find agents whose owner died (``expired_owners``).
+
+On a Redis Cluster the ``owned`` set and an agent's keys live in different slots, so a lease
+recorded "in the take's round trip" is recorded in a round trip of its own just before
+(``record_first``), and ``take_many`` runs one script call per slot, pipelined per primary.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pygents_dist._cluster import key_slot
 from pygents_dist._keys import GROUP
 from pygents_dist._scripts import COMMAND, ScriptCall
 from pygents_dist._statuses import NOT_TAKEN, TakeStatus
@@ -24,8 +29,11 @@ __all__ = [
     "expired_owners",
     "mark_owned",
     "record_calls",
+    "record_first",
+    "regroup",
     "release",
     "renew",
+    "slot_groups",
     "take",
     "take_many",
     "take_many_call",
@@ -77,6 +85,7 @@ async def take(
     calls: list[ScriptCall] = [("take", keys, args)]
     if record:
         calls.insert(0, _record_call(transport, [agent], lease_ms))
+        calls = await record_first(transport, calls)
     got = (await transport.scripts.coalesced(calls))[-1]
     status = TakeStatus(got[0])
     if status in NOT_TAKEN:
@@ -102,9 +111,48 @@ async def take_many(
     case only: an agent with pending entries, waiting sends or no group comes back with
     status 4 and no lease, for ``take``. Taken ones (status 0) carry their first batch.
     ``record``: agents whose leases the round trip records first (see ``take``)."""
+    if await transport.is_cluster():
+        groups = slot_groups(agents)
+        calls = await record_first(transport, record_calls(transport, record, lease_ms))
+        calls += [
+            ("take_many", *take_many_call(transport, part, worker_id, lease_ms, count))
+            for part in groups
+        ]
+        got = await transport.scripts.run(calls, "take_many")
+        return regroup(agents, groups, [taken_many(one) for one in got[len(got) - len(groups) :]])
     keys, args = take_many_call(transport, agents, worker_id, lease_ms, count)
     calls = [*record_calls(transport, record, lease_ms), ("take_many", keys, args)]
     return taken_many((await transport.scripts.run(calls, "take_many"))[-1])
+
+
+def slot_groups(agents: Sequence[str]) -> list[list[str]]:
+    """``agents`` grouped by cluster slot (a script call touches one slot), in order."""
+    groups: dict[int, list[str]] = {}
+    for agent in agents:
+        groups.setdefault(key_slot(agent), []).append(agent)
+    return list(groups.values())
+
+
+def regroup[T](agents: Sequence[str], groups: list[list[str]], results: list[list[T]]) -> list[T]:
+    """Per-group results (in ``slot_groups`` order) back in the order of ``agents``."""
+    by_agent = {
+        agent: one
+        for part, got in zip(groups, results, strict=True)
+        for agent, one in zip(part, got, strict=True)
+    }
+    return [by_agent[agent] for agent in agents]
+
+
+async def record_first(transport: Transport, calls: list[ScriptCall]) -> list[ScriptCall]:
+    """On a cluster, run the leading ``owned``-set records of ``calls`` (plain commands) in
+    a round trip of their own, so they are in before the takes behind them; the calls left.
+    On one node, ``calls`` unchanged (one pipeline keeps the order)."""
+    if not await transport.is_cluster():
+        return calls
+    records = [call for call in calls if call[0] == COMMAND]
+    if records:
+        await transport.scripts.run(records, "owned")
+    return [call for call in calls if call[0] != COMMAND]
 
 
 def _record_call(transport: Transport, agents: Sequence[str], lease_ms: int) -> ScriptCall:

@@ -38,6 +38,7 @@ _FILES = (
     "take",
     "take_many",
     "send",
+    "append",
     "cancel",
     "pause",
     "resume",

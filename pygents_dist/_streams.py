@@ -5,6 +5,13 @@ signals the agent on the shared ``ready`` stream unless it has an owner (an owne
 turns before it lets the agent go, so a signal would only wake workers for nothing). Workers
 block on ``ready``; ``backlog`` tells how much each agent has left; ``relay`` delivers the
 sends an agent's committed turns made to other agents (its outbox).
+
+On a Redis Cluster a script touches one slot, and the ready stream is sharded
+(``Keys.ready_shard``): a send appends each slot's turns with ``lua/append.lua`` (one call per
+slot, pipelined per primary), which returns the agents nobody owns, and a second round trip
+signals them on their shards. A sender that dies between the two leaves turns without a signal
+(as a failover of a shard's primary may lose signals); workers' periodic scan of their agents'
+backlogs (``Worker._scan_slice``, every agent once a lease) finds them.
 """
 
 from __future__ import annotations
@@ -12,20 +19,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pygents_dist._keys import GROUP
+from pygents_dist._cluster import key_slot
+from pygents_dist._keys import GROUP, Keys
 from pygents_dist._redis_errors import first_error, is_missing_script
+from pygents_dist._scripts import ScriptCall
 from pygents_dist._transport import Entry, Transport, entries
 
 __all__ = [
     "SIGNALS_CAP",
     "backlog",
     "drop",
-    "last_signal_id",
-    "read_signals",
     "relay",
     "send_command",
     "send_turns",
     "signal",
+    "signal_commands",
 ]
 
 #: A turn to send: (agent, turn id, msgpack envelope, signature or b"").
@@ -47,6 +55,8 @@ async def send_turns(
     entries and returns them. Agents that have an owner are not signalled: their owner
     reads new turns before it gives the agent up (``lua/send.lua``).
     """
+    if await transport.is_cluster():
+        return await _send_sliced(transport, turns, wait)
     scripts = transport.scripts
     keys, args = _send_call(transport, turns)
     if wait is None:
@@ -64,6 +74,37 @@ async def send_turns(
         results = await transport.execute_raw(commands, "send", _SEND_WAIT_MS, until_error=True)
     first_error(results, "send")
     return entries(results[1][0][1]) if results[1] else []
+
+
+async def _send_sliced(
+    transport: Transport, turns: Sequence[Outgoing], wait: str | None
+) -> list[Entry]:
+    """``send_turns`` on a Redis Cluster: a ``lua/append.lua`` call per slot, then the
+    signals of the agents nobody owns (and the wait, if any) in a second round trip."""
+    by_slot: dict[int, list[Outgoing]] = {}
+    for turn in turns:
+        by_slot.setdefault(key_slot(turn[0]), []).append(turn)
+    calls: list[ScriptCall] = [
+        ("append", *_append_call(transport, part)) for part in by_slot.values()
+    ]
+    woken = await transport.scripts.run(calls, "send")
+    commands = signal_commands(transport, [name.decode() for got in woken for name in got])
+    if wait is not None:
+        commands.append(
+            ("XREAD", "COUNT", _SEND_WAIT_COUNT, "BLOCK", _SEND_WAIT_MS, "STREAMS", wait, "0-0")
+        )
+    if not commands:
+        return []
+    results = await transport.execute(commands, "send", _SEND_WAIT_MS if wait else 0)
+    if wait is None or not results[-1]:
+        return []
+    return entries(results[-1][0][1])
+
+
+def _append_call(transport: Transport, turns: Sequence[Outgoing]) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``lua/append.lua`` appending ``turns`` (of agents of one slot)."""
+    keys, args = _send_call(transport, turns)
+    return keys[1:], args[1:]
 
 
 def send_command(transport: Transport, turns: Sequence[Outgoing]) -> tuple[Any, ...]:
@@ -91,30 +132,27 @@ def _send_call(transport: Transport, turns: Sequence[Outgoing]) -> tuple[list[st
 async def signal(transport: Transport, agents: Iterable[str]) -> None:
     """Announce that ``agents`` have work, owned or not (resume and shutdown: an owner
     may be about to let go without looking at the stream again)."""
-    ready = transport.keys.ready
-    names = list(agents)
-    commands = [
-        ("XADD", ready, "MAXLEN", "~", SIGNALS_CAP, "*", "as", " ".join(names[i : i + 1000]))
-        for i in range(0, len(names), 1000)
-    ]
+    await transport.is_cluster()  # the commands depend on it
+    commands = signal_commands(transport, list(agents))
     if commands:
         await transport.execute(commands, "signal")
 
 
-async def last_signal_id(transport: Transport) -> bytes:
-    """The id of the newest signal (read from there to see only new ones)."""
-    (newest,) = await transport.execute(
-        [("XREVRANGE", transport.keys.ready, "+", "-", "COUNT", 1)], "signals"
-    )
-    return bytes(newest[0][0]) if newest else b"0-0"
-
-
-async def read_signals(transport: Transport, after: bytes, block_ms: int) -> list[Entry]:
-    """Signals newer than ``after``, waiting up to ``block_ms`` for the first."""
-    ready = transport.keys.ready
-    command = ("XREAD", "COUNT", 1000, "BLOCK", block_ms, "STREAMS", ready, after)
-    (raw,) = await transport.execute([command], "signals", block_ms)
-    return entries(raw[0][1]) if raw else []
+def signal_commands(transport: Transport, names: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The ``XADD``s signalling ``names``: on the ready stream, or on a cluster on each
+    agent's ready shard (known once the transport has made a round trip)."""
+    keys = transport.keys
+    streams: dict[str, list[str]] = {}
+    if transport.cluster is None:
+        streams[keys.ready] = list(names)
+    else:
+        for name in names:
+            streams.setdefault(keys.ready_shard(Keys.shard_of(name)), []).append(name)
+    return [
+        ("XADD", ready, "MAXLEN", "~", SIGNALS_CAP, "*", "as", " ".join(part[i : i + 1000]))
+        for ready, part in streams.items()
+        for i in range(0, len(part), 1000)
+    ]
 
 
 async def backlog(transport: Transport, agents: Sequence[str]) -> list[int]:
@@ -139,7 +177,10 @@ async def relay(transport: Transport, agent: str) -> list[str]:
     if not raw:
         return []
     sends = [(f[b"a"].decode(), f[b"id"], f[b"m"], f.get(b"s", b"")) for _id, f in entries(raw)]
-    await transport.execute([send_command(transport, sends)], "relay")
+    if transport.cluster is None:
+        await transport.execute([send_command(transport, sends)], "relay")
+    else:  # the targets live in other slots
+        await send_turns(transport, sends)
     await transport.execute([("XDEL", outbox, *[e[0] for e in raw])], "relay")
     return [target for target, *_rest in sends]
 

@@ -165,7 +165,8 @@ class Transport:
 
     async def is_cluster(self) -> bool:
         """Whether Redis is a cluster (asked of it at the first round trip)."""
-        await self._connections.detect()
+        if not self._connections.known:
+            await self._connections.detect()
         return self.cluster is not None
 
     async def execute(
@@ -199,6 +200,21 @@ class Transport:
         ``_redis_errors.first_error``."""
         return await self._connections.execute(commands, what, wait_ms, until_error=until_error)
 
+    async def scan(self, pattern: str, count: int = 500) -> list[bytes]:
+        """Every key matching ``pattern`` (``SCAN``; on a cluster, on every primary)."""
+        found: list[bytes] = []
+        if await self.is_cluster() and self.cluster is not None:
+            for address in self.cluster.primaries():
+                found += await self.cluster.scan(address, pattern, count)
+            return found
+        cursor: bytes | int = 0
+        while True:
+            command = ("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+            ((cursor, keys),) = await self.execute([command], "scan")
+            found.extend(keys)
+            if int(cursor) == 0:
+                return found
+
     async def ping(self) -> None:
         """Check that Redis answers."""
         await self.execute([("PING",)], "ping")
@@ -213,6 +229,8 @@ class _Detecting:
         self._transport = transport
         self._pool = pool
         self._detected: asyncio.Task[None] | None = None
+        #: Whether Redis was asked (and ``execute`` routes to match).
+        self.known = False
 
     async def execute(
         self,
@@ -223,20 +241,21 @@ class _Detecting:
         until_error: bool = False,
     ) -> list[Any]:
         """``Connections.execute`` once Redis is known (see ``detect``)."""
-        await self.detect()
+        await self.detect(what)
         return await self.execute(commands, what, wait_ms, until_error=until_error)
 
-    async def detect(self) -> None:
-        """Ask Redis once whether it is a cluster, and route every later call to match."""
+    async def detect(self, what: str = "connect") -> None:
+        """Ask Redis once whether it is a cluster, and route every later call to match
+        (``what``: the operation that asks, named in errors)."""
         task = self._detected
         if task is None or (task.done() and task.exception() is not None):
-            task = self._detected = asyncio.ensure_future(self._detect())
+            task = self._detected = asyncio.ensure_future(self._detect(what))
         await asyncio.shield(task)
 
-    async def _detect(self) -> None:
+    async def _detect(self, what: str) -> None:
         transport, single = self._transport, self._transport._single
         replicated = (1, _REPLICA_WAIT_MS) if transport.durability == "replicated" else None
-        [info] = await single.execute([("CLUSTER", "INFO")], "connect")
+        [info] = await single.execute([("CLUSTER", "INFO")], what)
         # A server without cluster support refuses CLUSTER INFO; so may an ACL (one node).
         if isinstance(info, bytes) and b"cluster_enabled:0" not in info:
             cluster = ClusterConnections(
@@ -250,9 +269,10 @@ class _Detecting:
                 )
             transport.cluster = cluster
             self.execute = cluster.execute  # type: ignore[method-assign]
+            self.known = True
             return
         if replicated is not None:
-            [role] = await single.execute([("INFO", "replication")], "connect")
+            [role] = await single.execute([("INFO", "replication")], what)
             if isinstance(role, bytes) and b"connected_slaves:0" in role:
                 raise NotReplicatedError(
                     "durability='replicated' needs a Redis with at least one replica; this "
@@ -260,6 +280,7 @@ class _Detecting:
                 )
             single.replicated = replicated
         self.execute = single.execute  # type: ignore[method-assign]
+        self.known = True
 
     async def aclose(self) -> None:
         """Nothing of its own: the transport closes what it made."""
