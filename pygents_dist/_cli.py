@@ -105,6 +105,13 @@ def _worker_parser() -> argparse.ArgumentParser:
         help="keep an agent this long after its last turn, for the next one (20; 0: off)",
     )
     p.add_argument(
+        "--durability",
+        choices=["primary", "replicated"],
+        default="primary",
+        help="when a commit counts: once the primary has it, or once a replica has it too "
+        "(WAIT; refused without replicas) (primary)",
+    )
+    p.add_argument(
         "--max-active-agents",
         type=int,
         default=10_000,
@@ -181,6 +188,7 @@ def _settings(ns: argparse.Namespace) -> WorkerSettings:
         metrics_host=ns.metrics_host,
         linger_ms=ns.linger_ms,
         max_active_agents=ns.max_active_agents,
+        redis_options={"durability": ns.durability} if ns.durability != "primary" else {},
     )
 
 
