@@ -295,3 +295,32 @@ async def test_a_busy_agents_slot_moved_live_keeps_order_and_commits_once(
             for agent, got in (await chains_done(c, "m")).items():
                 assert chain_intact(got, "m", n), (agent, got)
             await asyncio.to_thread(redis_cluster.move_slot, slot, source)
+
+
+async def test_moved_and_ask_are_followed_by_the_transport(redis_cluster: RedisCluster) -> None:
+    from pygents_dist.testing._redis_cluster import command
+
+    transport = Transport.from_url(redis_cluster.url)
+    try:
+        tag = "{moving}"
+        first, second = f"t:{tag}:a", f"t:{tag}:b"
+        await transport.execute([("SET", first, "1"), ("SET", second, "2")], "set")
+        slot = redis_cluster.slot(first)
+        source = redis_cluster.primary_of(first)
+        target = next(p for p in redis_cluster.primaries() if p != source)
+        ids = {n["port"]: n["id"] for n in redis_cluster.nodes()}
+        command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        command(source, "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", first)
+        # mid-migration: the moved key answers through ASK, the other one where it was
+        assert await transport.execute([("GET", first), ("GET", second)], "get") == [b"1", b"2"]
+        command(source, "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", second)
+        for port in redis_cluster.primaries():
+            command(port, "CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        # moved: MOVED, then the new map
+        assert await transport.execute([("GET", first), ("GET", second)], "get") == [b"1", b"2"]
+        assert transport.cluster is not None
+        assert transport.cluster.address_of(first) == ("127.0.0.1", target)
+    finally:
+        await transport.aclose()
+        redis_cluster.move_slot(redis_cluster.slot("{moving}"), source)
