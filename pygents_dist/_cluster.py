@@ -142,6 +142,40 @@ class ClusterConnections:
             node.replicated = self.replicated
         return node
 
+    async def health(self) -> dict[str, Any]:
+        """The cluster as one node sees it: ``state`` (``ok``/``fail``) and ``nodes``, each
+        ``{node, role, replicas (of a primary), slots (count), failed}``."""
+        info, text = await self.execute([("CLUSTER", "INFO"), ("CLUSTER", "NODES")], "health")
+        fields = dict(
+            line.split(":", 1) for line in bytes(info).decode().splitlines() if ":" in line
+        )
+        nodes: list[dict[str, Any]] = []
+        replicas: dict[str, int] = {}
+        ids: dict[str, dict[str, Any]] = {}
+        for line in bytes(text).decode().splitlines():
+            parts = line.split()
+            flags = parts[2].split(",")
+            slots = 0
+            for part in parts[8:]:
+                if not part.startswith("["):
+                    start, _, end = part.partition("-")
+                    slots += int(end or start) - int(start) + 1
+            node = {
+                "node": parts[1].split("@", 1)[0],
+                "role": "primary" if "master" in flags else "replica",
+                "slots": slots,
+                "failed": "fail" in flags or "fail?" in flags,
+            }
+            if "slave" in flags and not node["failed"]:
+                replicas[parts[3]] = replicas.get(parts[3], 0) + 1
+            ids[parts[0]] = node
+            nodes.append(node)
+        for node_id, node in ids.items():
+            if node["role"] == "primary":
+                node["replicas"] = replicas.get(node_id, 0)
+        nodes.sort(key=lambda n: (n["role"] != "primary", n["node"]))
+        return {"state": fields.get("cluster_state", "?").strip(), "nodes": nodes}
+
     async def unreplicated(self) -> int:
         """How many primaries serving slots have no replica (``CLUSTER NODES``: ``CLUSTER
         SLOTS`` leaves out a replica that has not received a write yet)."""

@@ -137,22 +137,30 @@ async def _snapshot(client: Client) -> dict[str, Any]:
         info["id"] = worker_id
         info["heartbeat_age_s"] = round(time.time() - float(info.get("ts", 0)), 1)
         workers.append(info)
-    return {
+    snapshot = {
         "ts": round(time.time(), 3),
         "agents": rows,
         "workers": workers,
         "dead_letters": await _dead_letters.dead_count(transport),
     }
+    if transport.cluster is not None:
+        snapshot["cluster"] = await transport.cluster.health()
+    return snapshot
 
 
 def _render(snapshot: dict[str, Any]) -> str:
-    lines = [f"{'AGENT':<24} {'DEPTH':>6} {'IN-FLIGHT':>9} {'OLDEST':>8} {'PAUSED':>6}  OWNER"]
+    cluster = snapshot.get("cluster")
+    node = f" {'NODE':<21}" if cluster else ""
+    lines = [
+        f"{'AGENT':<24} {'DEPTH':>6} {'IN-FLIGHT':>9} {'OLDEST':>8} {'PAUSED':>6}{node}  OWNER"
+    ]
     for row in snapshot["agents"]:
         age = row["oldest_pending_age_s"]
+        where = f" {row.get('node', '-'):<21}" if cluster else ""
         lines.append(
             f"{row['agent']:<24} {row['depth']:>6} {row['in_flight']:>9} "
-            f"{'-' if age is None else f'{age}s':>8} {'yes' if row['paused'] else 'no':>6}  "
-            f"{row['owner'] or '-'}"
+            f"{'-' if age is None else f'{age}s':>8} {'yes' if row['paused'] else 'no':>6}"
+            f"{where}  {row['owner'] or '-'}"
         )
     if not snapshot["agents"]:
         lines.append("(no agents declared: is a worker running with this namespace?)")
@@ -165,6 +173,16 @@ def _render(snapshot: dict[str, Any]) -> str:
         )
     if not snapshot["workers"]:
         lines.append("(no live workers)")
+    if cluster:
+        lines.append("")
+        lines.append(f"cluster: {cluster['state']}")
+        lines.append(f"{'NODE':<22} {'ROLE':<8} {'SLOTS':>6} {'REPLICAS':>8}  STATE")
+        for n in cluster["nodes"]:
+            replicas = n.get("replicas", "")
+            lines.append(
+                f"{n['node']:<22} {n['role']:<8} {n['slots']:>6} {replicas!s:>8}  "
+                f"{'FAILED' if n['failed'] else 'ok'}"
+            )
     lines.append("")
     lines.append(f"dead letters: {snapshot['dead_letters']}")
     return "\n".join(lines)

@@ -101,6 +101,22 @@ async def test_agents_on_every_primary_answer_calls_and_streams(
         assert row["node"] == f"127.0.0.1:{redis_cluster.primary_of(keys.turns(row['agent']))}"
 
 
+async def test_the_cli_status_shows_each_agents_node_and_the_clusters_health(
+    client: Client, redis_cluster: RedisCluster, shared: Shared
+) -> None:
+    from tests.dist.test_cli import cli
+
+    env = {"PYGENTS_REDIS_URL": redis_cluster.url, "PYGENTS_NAMESPACE": shared.namespace}
+    done = await cli("status", env=env)
+    assert done.returncode == 0, done.stderr
+    keys = client.transport.keys
+    for agent in AGENTS:
+        [line] = [x for x in done.stdout.splitlines() if x.startswith(f"{agent} ")]
+        assert f"127.0.0.1:{redis_cluster.primary_of(keys.turns(agent))}" in line
+    assert "cluster: ok" in done.stdout
+    assert done.stdout.count(" primary ") == 3
+
+
 async def test_sends_between_agents_on_different_primaries_arrive_once(
     client: Client, store: aioredis.RedisCluster, shared: Shared
 ) -> None:
