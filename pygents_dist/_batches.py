@@ -9,7 +9,7 @@ agents committed as the next group is taken). Every read comes back as a ``Fetch
 
 On a Redis Cluster the group scripts run once per slot (``_leases.slot_groups``), their calls
 pipelined per primary, so a group still costs one round trip per primary (concurrently); the
-leases a take records go in first, in a round trip of their own (``_leases.record_first``).
+leases a take records go to the ``owned`` set's primary at the same moment (see ``_leases``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pygents_dist._keys import GROUP
 from pygents_dist._leases import (
     Taken,
     record_calls,
-    record_first,
     regroup,
     slot_groups,
     take_many_call,
@@ -131,9 +130,9 @@ async def _sliced(
     record: Sequence[str],
 ) -> tuple[list[Committed], list[Taken]]:
     """``commit_take_many`` on a Redis Cluster: a ``commit_many`` and a ``take_many`` call
-    per slot, pipelined per primary (after the leases to record, in a round trip of their
-    own)."""
-    calls = await record_first(transport, record_calls(transport, record, lease_ms))
+    per slot, pipelined per primary, with the leases to record (on the ``owned`` set's
+    primary, at the same moment)."""
+    calls = record_calls(transport, record, lease_ms)
     by_slot = slot_groups([commit.agent for _owner, commit, _release in commits])
     of_agent = {commit.agent: (owner, commit, release) for owner, commit, release in commits}
     calls += [

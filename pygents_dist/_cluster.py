@@ -53,6 +53,8 @@ _STREAM_READS = frozenset({b"XREAD", b"XREADGROUP"})
 _BROADCAST = frozenset({b"SCRIPT", b"FUNCTION"})
 _KEYLESS = frozenset({b"PING", b"INFO", b"CLUSTER", b"WAIT", b"ASKING", b"ROLE", b"TIME"})
 type _Address = tuple[str, int]
+#: Keys whose slots ``_target`` remembers.
+_SLOTS_CACHED = 100_000
 
 
 def key_slot(key: bytes | str) -> int:
@@ -67,12 +69,29 @@ def key_slot(key: bytes | str) -> int:
     return binascii.crc_hqx(data, 0) % SLOTS
 
 
+#: Where the key is in the usual commands (looked up by the name object as sent).
+_KEY_AT: dict[Any, int] = {
+    name: 1
+    for word in [
+        *("XADD", "XACK", "XDEL", "XLEN", "XRANGE", "XREVRANGE", "XPENDING", "GET", "SET"),
+        *("DEL", "HGET", "HSET", "HMGET", "HDEL", "HGETALL", "HEXISTS", "HSETNX", "ZADD"),
+        *("ZREM", "ZRANGEBYSCORE", "ZSCORE", "PEXPIRE", "EXISTS"),
+    ]
+    for name in (word, word.encode())
+}
+
+
 def _word(part: Any) -> bytes:
     return part.upper() if isinstance(part, bytes) else str(part).upper().encode()
 
 
 def command_key(command: Sequence[Any]) -> Any:
     """The key that decides where ``command`` goes; None for a keyless command."""
+    at = _KEY_AT.get(command[0])
+    if at is not None:  # the usual commands, by their exact name
+        return command[at]
+    if command[0] == "EVALSHA":  # the scripts: their first KEY
+        return command[3] if int(command[2]) > 0 else None
     name = _word(command[0])
     if b" " in name:  # "XGROUP CREATE" packed as one word
         name = name.split()[0]
@@ -118,6 +137,7 @@ class ClusterConnections:
         self._nodes: dict[_Address, Connections] = {}
         self._slots: list[_Address] = []
         self._refreshing: asyncio.Task[None] | None = None
+        self._slot_of: dict[Any, int] = {}
 
     # -- topology
 
@@ -247,6 +267,18 @@ class ClusterConnections:
         """
         if not self._slots:
             await self.refresh()
+        # The common case first: every command on one primary, no redirect, no failure.
+        first = self._target(commands[0])
+        if first is not None and all(self._target(c) == first for c in commands[1:]):
+            try:
+                replies = await self._node(first).execute(
+                    commands, what, wait_ms, until_error=until_error
+                )
+            except (ConnectionLostError, *CONNECTION_ERRORS):
+                pass  # failing over? the general way below finds out
+            else:
+                if not any(cluster_redirect(reply) for reply in replies):
+                    return replies
         results: list[Any] = [_NO_REPLY] * len(commands)
         todo = list(range(len(commands)))
         asked: dict[int, _Address] = {}
@@ -257,20 +289,20 @@ class ClusterConnections:
             for i in todo:
                 for address in self._targets(commands[i], asked.get(i)):
                     groups.setdefault(address, []).append(i)
-            outcomes = await asyncio.gather(
-                *[
-                    self._run(
-                        address,
-                        [commands[i] for i in indices],
-                        indices,
-                        asked,
-                        what,
-                        wait_ms,
-                        until_error,
-                    )
-                    for address, indices in groups.items()
-                ]
-            )
+            runs = [
+                self._run(
+                    address,
+                    [commands[i] for i in indices],
+                    indices,
+                    asked,
+                    what,
+                    wait_ms,
+                    until_error,
+                )
+                for address, indices in groups.items()
+            ]
+            # one primary: no task to make (gather wraps each coroutine in one)
+            outcomes = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
             again: list[int] = []
             backoff = stale = False
             problem: BaseException | None = None
@@ -315,12 +347,25 @@ class ClusterConnections:
                     await self.refresh()
         return _until_missing(results) if until_error else results
 
+    def _target(self, command: Sequence[Any]) -> _Address | None:
+        """The primary of ``command``'s slot (None for a keyless one). Slots of recent keys
+        are remembered: most commands name the same few keys again and again."""
+        key = command_key(command)
+        if key is None:
+            return None
+        slot = self._slot_of.get(key)
+        if slot is None:
+            if len(self._slot_of) >= _SLOTS_CACHED:
+                self._slot_of.clear()
+            slot = self._slot_of[key] = key_slot(key)
+        return self._slots[slot]
+
     def _targets(self, command: Sequence[Any], asked: _Address | None) -> list[_Address]:
         if asked is not None:
             return [asked]
-        key = command_key(command)
-        if key is not None:
-            return [self._slots[key_slot(key)]]
+        target = self._target(command)
+        if target is not None:
+            return [target]
         if _word(command[0]).split()[0] in _BROADCAST:
             return self.primaries()
         return [self._slots[0]]

@@ -6,9 +6,12 @@ context and first batch; the fence number in the value is the token every later 
 commit must show. The ``owned`` sorted set records each lease's expiry so that any worker
 can find agents whose owner died (``expired_owners``).
 
-On a Redis Cluster the ``owned`` set and an agent's keys live in different slots, so a lease
-recorded "in the take's round trip" is recorded in a round trip of its own just before
-(``record_first``), and ``take_many`` runs one script call per slot, pipelined per primary.
+On a Redis Cluster the ``owned`` set and an agent's keys live in different slots, most often
+on different primaries: a lease recorded "in the take's round trip" is then recorded at the
+same moment as the take, not before it, and ``take_many`` runs one script call per slot,
+pipelined per primary. A worker that dies in between (after the take, before the record) leaves
+an agent ``expired_owners`` does not list: the workers' periodic backlog scan (every served
+agent once a lease) finds it instead, a lease or so later.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ __all__ = [
     "expired_owners",
     "mark_owned",
     "record_calls",
-    "record_first",
     "regroup",
     "release",
     "renew",
@@ -85,7 +87,6 @@ async def take(
     calls: list[ScriptCall] = [("take", keys, args)]
     if record:
         calls.insert(0, _record_call(transport, [agent], lease_ms))
-        calls = await record_first(transport, calls)
     got = (await transport.scripts.coalesced(calls))[-1]
     status = TakeStatus(got[0])
     if status in NOT_TAKEN:
@@ -113,7 +114,7 @@ async def take_many(
     ``record``: agents whose leases the round trip records first (see ``take``)."""
     if await transport.is_cluster():
         groups = slot_groups(agents)
-        calls = await record_first(transport, record_calls(transport, record, lease_ms))
+        calls = record_calls(transport, record, lease_ms)
         calls += [
             ("take_many", *take_many_call(transport, part, worker_id, lease_ms, count))
             for part in groups
@@ -141,18 +142,6 @@ def regroup[T](agents: Sequence[str], groups: list[list[str]], results: list[lis
         for agent, one in zip(part, got, strict=True)
     }
     return [by_agent[agent] for agent in agents]
-
-
-async def record_first(transport: Transport, calls: list[ScriptCall]) -> list[ScriptCall]:
-    """On a cluster, run the leading ``owned``-set records of ``calls`` (plain commands) in
-    a round trip of their own, so they are in before the takes behind them; the calls left.
-    On one node, ``calls`` unchanged (one pipeline keeps the order)."""
-    if not await transport.is_cluster():
-        return calls
-    records = [call for call in calls if call[0] == COMMAND]
-    if records:
-        await transport.scripts.run(records, "owned")
-    return [call for call in calls if call[0] != COMMAND]
 
 
 def _record_call(transport: Transport, agents: Sequence[str], lease_ms: int) -> ScriptCall:

@@ -151,6 +151,10 @@ class RedisCluster:
         """The directory holding every node's config, log and ``nodes.conf``."""
         return self._dir
 
+    def pids(self) -> list[int]:
+        """The pids of the live nodes (for measuring their CPU)."""
+        return [p.pid for p in self._reaper.procs.values() if p.poll() is None]
+
     def is_running(self, port: int) -> bool:
         """Whether the node on ``port`` is alive."""
         proc = self._reaper.procs.get(port)
