@@ -340,3 +340,73 @@ async def test_moved_and_ask_are_followed_by_the_transport(redis_cluster: RedisC
     finally:
         await transport.aclose()
         redis_cluster.move_slot(redis_cluster.slot("{moving}"), source)
+
+
+@pytest.mark.soak
+async def test_durable_mode_loses_no_acknowledged_send_or_commit_across_random_kills(
+    redis_cluster: RedisCluster,
+) -> None:
+    """Soak (``--soak``): with ``durability="replicated"``, primaries are SIGKILLed at random
+    moments (a random primary each round, restarted as a replica after its failover) while
+    chains run and a client keeps sending; every send the client saw acknowledged runs, and
+    every chain step commits exactly once."""
+    import random
+
+    rounds, n = 4, 30
+    with module_workers(
+        redis_cluster,  # type: ignore[arg-type]
+        "--durability",
+        "replicated",
+        target="sharded_app",
+        count=2,
+        env=CLUSTER_ENV,
+    ) as crew:
+        async with Client(
+            redis_cluster.url, namespace=crew.namespace, durability="replicated"
+        ) as c:
+            acked: dict[str, list[str]] = {agent: [] for agent in AGENTS}
+            stop = asyncio.Event()
+
+            async def keep_sending() -> None:
+                i = 0
+                while not stop.is_set():
+                    agent = AGENTS[i % 3]
+                    try:
+                        await c.send(agent, "chain", kwargs={"n": 0, "tag": f"s{i}"})
+                    except NotReplicatedError:
+                        pass  # not acknowledged: may or may not run
+                    else:
+                        acked[agent].append(f"s{i} 0")
+                    i += 1
+                    await asyncio.sleep(0.01)
+
+            sender = asyncio.create_task(keep_sending())
+            kills = []
+            for r in range(rounds):
+                await _chains(c, f"k{r}", n)
+                await asyncio.sleep(random.uniform(0.05, 0.4))
+                victim = random.choice(redis_cluster.primaries())
+                redis_cluster.kill(victim)
+                kills.append(await asyncio.to_thread(redis_cluster.wait_failover, victim))
+                await asyncio.to_thread(redis_cluster.restart, victim)
+                for agent, got in (await chains_done(c, f"k{r}", timeout=120)).items():
+                    assert chain_intact(got, f"k{r}", n), (r, agent, got)
+            stop.set()
+            await sender
+            lost = dup = 0
+            for agent in AGENTS:
+                seen = [x for x in await client_history(c, agent) if x.startswith("s")]
+                lost += len(set(acked[agent]) - set(seen))
+                dup += len(seen) - len(set(seen))
+            sent = sum(len(v) for v in acked.values())
+            print(
+                f"durable soak: {rounds} primary kills (failover {min(kills):.1f}-"
+                f"{max(kills):.1f}s), {rounds * 3 * (n + 1)} chained turns, {sent} acknowledged "
+                f"sends: lost {lost}, duplicated {dup}"
+            )
+            assert lost == 0 and dup == 0
+
+
+async def client_history(client: Client, agent: str) -> list[str]:
+    """The agent's whole context queue as its worker sees it."""
+    return list(await client.call(agent, "history"))
