@@ -194,6 +194,14 @@ async def test_signed_turns_on_a_cluster(redis_cluster: RedisCluster) -> None:
                 await bad.call("north", "add", kwargs={"a": 1, "b": 1})
 
 
+async def test_the_functions_library_is_refused_on_a_cluster(client: Client) -> None:
+    from pygents_dist import RedisCommandError, _functions
+
+    with pytest.raises(RedisCommandError, match="not for a Redis Cluster") as info:
+        await _functions.install(client.transport)
+    assert info.value.code == "CLUSTER"
+
+
 # -- durability -------------------------------------------------------------------------------
 
 
