@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pygents_dist._cluster import key_slot
-from pygents_dist._keys import GROUP, Keys
+from pygents_dist._keys import GROUP, READY_SHARDS, Keys
 from pygents_dist._redis_errors import first_error, is_missing_script
 from pygents_dist._scripts import ScriptCall
 from pygents_dist._transport import Entry, Transport, entries
@@ -79,32 +79,93 @@ async def send_turns(
 async def _send_sliced(
     transport: Transport, turns: Sequence[Outgoing], wait: str | None
 ) -> list[Entry]:
-    """``send_turns`` on a Redis Cluster: a ``lua/append.lua`` call per slot, then the
-    signals of the agents nobody owns (and the wait, if any) in a second round trip."""
+    """``send_turns`` on a Redis Cluster: a ``lua/append.lua`` call per slot, each signalling
+    on a ready shard of its own primary, pipelined per primary; with ``wait``, the read of
+    the reply behind it on the agent's primary. One round trip, unless a primary has no
+    shard (or a shard moved since the slot map was read): then its agents are signalled
+    in a second one."""
     by_slot: dict[int, list[Outgoing]] = {}
     for turn in turns:
         by_slot.setdefault(key_slot(turn[0]), []).append(turn)
-    calls: list[ScriptCall] = [
-        ("append", *_append_call(transport, part)) for part in by_slot.values()
-    ]
-    woken = await transport.scripts.run(calls, "send")
-    commands = signal_commands(transport, [name.decode() for got in woken for name in got])
+    scripts = transport.scripts
+    calls = [_append_call(transport, part, local=True) for part in by_slot.values()]
+    commands: list[tuple[Any, ...]] = [scripts.evalsha("append", *call) for call in calls]
+    wait_command = None
     if wait is not None:
-        commands.append(
-            ("XREAD", "COUNT", _SEND_WAIT_COUNT, "BLOCK", _SEND_WAIT_MS, "STREAMS", wait, "0-0")
+        wait_command = (
+            "XREAD",
+            "COUNT",
+            _SEND_WAIT_COUNT,
+            "BLOCK",
+            _SEND_WAIT_MS,
+            "STREAMS",
+            wait,
+            "0-0",
         )
-    if not commands:
+    # The wait goes behind the appends only when they signal by themselves (else it would
+    # block before the second round trip's signals).
+    early = wait_command is not None and all(args[0] for _keys, args in calls)
+    if wait_command is not None and early:
+        commands.append(wait_command)
+    # An append that fails (no script yet, a shard gone elsewhere) must not leave the wait
+    # behind it blocking: the round trip ends at the error (nothing of it was written).
+    results = await transport.execute_raw(
+        commands, "send", _SEND_WAIT_MS if early else 0, until_error=early
+    )
+    wake: list[str] = []
+    failed: list[int] = []
+    for i in range(len(calls)):
+        got = results[i] if i < len(results) else None
+        if got is None or isinstance(got, Exception):
+            failed.append(i)
+        elif not got[0]:
+            wake += [name.decode() for name in got[1]]
+    if failed:
+        if any(is_missing_script(results[i]) for i in failed if i < len(results)):
+            await scripts.load(["append"])
+        parts = list(by_slot.values())
+        again: list[ScriptCall] = [
+            ("append", *_append_call(transport, parts[i], local=False)) for i in failed
+        ]
+        for got in await scripts.run(again, "send"):
+            wake += [name.decode() for name in got[1]]
+    followers = signal_commands(transport, wake)
+    waited = early and not failed and len(results) == len(commands)
+    if wait_command is not None and not waited:
+        followers.append(wait_command)
+    done = await transport.execute(followers, "send", _SEND_WAIT_MS) if followers else []
+    if wait_command is None:
         return []
-    results = await transport.execute(commands, "send", _SEND_WAIT_MS if wait else 0)
-    if wait is None or not results[-1]:
-        return []
-    return entries(results[-1][0][1])
+    reply = results[-1] if waited else done[-1]
+    return entries(reply[0][1]) if reply else []
 
 
-def _append_call(transport: Transport, turns: Sequence[Outgoing]) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of ``lua/append.lua`` appending ``turns`` (of agents of one slot)."""
+def _append_call(
+    transport: Transport, turns: Sequence[Outgoing], *, local: bool
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``lua/append.lua`` appending ``turns`` (of agents of one slot); with
+    ``local``, signalling on a ready shard of the same primary (if it has one)."""
     keys, args = _send_call(transport, turns)
-    return keys[1:], args[1:]
+    shard = _local_shard(transport, keys[1], turns[0][0]) if local else ""
+    return keys[1:], [shard, *args]
+
+
+def _local_shard(transport: Transport, key: str, agent: str) -> str:
+    """A ready shard on the primary of ``key`` as last read: the agent's own if it is there,
+    else the first one there; '' when that primary has none."""
+    cluster = transport.cluster
+    if cluster is None:
+        return ""
+    keys = transport.keys
+    here = cluster.address_of(key)
+    own = keys.ready_shard(Keys.shard_of(agent))
+    if cluster.address_of(own) == here:
+        return own
+    for index in range(READY_SHARDS):
+        shard = keys.ready_shard(index)
+        if cluster.address_of(shard) == here:
+            return shard
+    return ""
 
 
 def send_command(transport: Transport, turns: Sequence[Outgoing]) -> tuple[Any, ...]:

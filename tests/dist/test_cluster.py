@@ -194,6 +194,26 @@ async def test_signed_turns_on_a_cluster(redis_cluster: RedisCluster) -> None:
                 await bad.call("north", "add", kwargs={"a": 1, "b": 1})
 
 
+async def test_a_call_after_its_agents_slot_moved_follows_it(
+    client: Client, redis_cluster: RedisCluster
+) -> None:
+    """The client's slot map is stale: its append goes to the old primary (``MOVED``), then
+    to the new one with a ready shard of the old one (refused before anything is written),
+    then again signalling in a round trip of its own."""
+    turns = client.transport.keys.turns("north")
+    assert await client.call("north", "add", kwargs={"a": 1, "b": 1}) == 2
+    source = redis_cluster.primary_of(turns)
+    target = next(p for p in redis_cluster.primaries() if p != source)
+    slot = redis_cluster.slot(turns)
+    await asyncio.to_thread(redis_cluster.move_slot, slot, target)
+    try:
+        for i in range(3):
+            assert await client.call("north", "add", kwargs={"a": i, "b": 1}) == i + 1
+    finally:
+        await asyncio.to_thread(redis_cluster.move_slot, slot, source)
+    assert await client.call("north", "add", kwargs={"a": 2, "b": 2}) == 4
+
+
 async def test_the_functions_library_is_refused_on_a_cluster(client: Client) -> None:
     from pygents_dist import RedisCommandError, _functions
 
