@@ -6,12 +6,14 @@ turns before it lets the agent go, so a signal would only wake workers for nothi
 block on ``ready``; ``backlog`` tells how much each agent has left; ``relay`` delivers the
 sends an agent's committed turns made to other agents (its outbox).
 
-On a Redis Cluster a script touches one slot, and the ready stream is sharded
-(``Keys.ready_shard``): a send appends each slot's turns with ``lua/append.lua`` (one call per
-slot, pipelined per primary), which returns the agents nobody owns, and a second round trip
-signals them on their shards. A sender that dies between the two leaves turns without a signal
-(as a failover of a shard's primary may lose signals); workers' periodic scan of their agents'
-backlogs (``Worker._scan_slice``, every agent once a lease) finds them.
+On a Redis Cluster a script's KEYS share one slot, and the ready stream is sharded
+(``Keys.ready_shard``): a send appends each slot's turns with ``lua/append.lua`` (one call
+per slot, pipelined per primary), which also signals the agents nobody owns on a ready shard
+of the same primary (an undeclared key, allowed by the script's flag); where that primary
+holds no shard, or the shard moved since the slot map was read, the signals go in a second
+round trip. A sender that dies between the two leaves turns without a signal (as a failover
+of a shard's primary may lose signals); workers' periodic scan of their agents' backlogs
+(``Worker._scan_slice``, every agent once a lease) finds them.
 """
 
 from __future__ import annotations
