@@ -322,7 +322,7 @@ async def test_a_primary_killed_during_chained_turns_fails_over_and_loses_nothin
             print(f"{tag}: failover {took:.1f}s, chains done {recovered:.1f}s after the kill")
 
 
-async def test_a_busy_agents_slot_moved_live_keeps_order_and_commits_once(
+async def test_a_busy_agents_slot_moved_live_with_a_worker_killed_keeps_order_and_commits_once(
     redis_cluster: RedisCluster, store: aioredis.RedisCluster
 ) -> None:
     n = 60
@@ -334,7 +334,11 @@ async def test_a_busy_agents_slot_moved_live_keeps_order_and_commits_once(
             target = next(p for p in redis_cluster.primaries() if p != source)
             await _chains(c, "m", n)
             await asyncio.sleep(0.1)
-            await asyncio.to_thread(redis_cluster.move_slot, slot, target, 2)
+            moving = asyncio.create_task(
+                asyncio.to_thread(redis_cluster.move_slot, slot, target, 2)
+            )
+            crew.workers[0].kill()  # a worker SIGKILLed while the slot moves
+            await moving
             assert redis_cluster.primary_of(keys.turns("east")) == target
             for agent, got in (await chains_done(c, "m")).items():
                 assert chain_intact(got, "m", n), (agent, got)
