@@ -151,9 +151,15 @@ class RedisCluster:
         """The directory holding every node's config, log and ``nodes.conf``."""
         return self._dir
 
-    def pids(self) -> list[int]:
-        """The pids of the live nodes (for measuring their CPU)."""
-        return [p.pid for p in self._reaper.procs.values() if p.poll() is None]
+    def pids(self, *, primaries: bool = False) -> list[int]:
+        """The pids of the live nodes, or of the primaries serving slots only (for measuring
+        their CPU)."""
+        wanted = set(self.primaries()) if primaries else None
+        return [
+            proc.pid
+            for port, proc in self._reaper.procs.items()
+            if proc.poll() is None and (wanted is None or port in wanted)
+        ]
 
     def is_running(self, port: int) -> bool:
         """Whether the node on ``port`` is alive."""
