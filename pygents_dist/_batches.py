@@ -7,8 +7,8 @@ longer ours. The hot paths combine steps in one round trip: commit-and-fetch (on
 commit-and-wait-then-fetch (three pipelined commands), commit-many-and-take-many (a group of
 agents committed as the next group is taken). Every read comes back as a ``Fetched``.
 
-On a Redis Cluster the group scripts run once per slot (``_leases.slot_groups``), their calls
-pipelined per primary, so a group still costs one round trip per primary (concurrently); the
+On a Redis Cluster the group scripts run once per primary (``_node_groups.py``), so a group
+still costs one round trip, to every primary concurrently; the
 leases a take records go to the ``owned`` set's primary at the same moment (see ``_leases``).
 """
 
@@ -23,11 +23,10 @@ from pygents_dist._keys import GROUP
 from pygents_dist._leases import (
     Taken,
     record_calls,
-    regroup,
-    slot_groups,
     take_many_call,
     taken_many,
 )
+from pygents_dist._node_groups import run_by_node
 from pygents_dist._redis_errors import first_error, is_missing_script
 from pygents_dist._statuses import FetchStatus
 from pygents_dist._transport import Entry, Transport, entries
@@ -130,25 +129,27 @@ async def _sliced(
     record: Sequence[str],
 ) -> tuple[list[Committed], list[Taken]]:
     """``commit_take_many`` on a Redis Cluster: a ``commit_many`` and a ``take_many`` call
-    per slot, pipelined per primary, with the leases to record (on the ``owned`` set's
+    per primary (``_node_groups.py``), with the leases to record (on the ``owned`` set's
     primary, at the same moment)."""
-    calls = record_calls(transport, record, lease_ms)
-    by_slot = slot_groups([commit.agent for _owner, commit, _release in commits])
     of_agent = {commit.agent: (owner, commit, release) for owner, commit, release in commits}
-    calls += [
-        ("commit_many", *_commit_many_call(transport, [of_agent[a] for a in part]))
-        for part in by_slot
-    ]
-    take_groups = slot_groups(agents)
-    calls += [
-        ("take_many", *take_many_call(transport, part, worker_id, lease_ms, count))
-        for part in take_groups
-    ]
-    got = await transport.scripts.run(calls, "commit_many")
-    committed = [_committed_many(one) for one in got[: len(by_slot)]]
-    taken = [taken_many(one) for one in got[len(by_slot) :]]
-    order = [commit.agent for _owner, commit, _release in commits]
-    return regroup(order, by_slot, committed), regroup(agents, take_groups, taken)
+    committed, taken = await run_by_node(
+        transport,
+        record_calls(transport, record, lease_ms),
+        [
+            (
+                "commit_many",
+                list(of_agent),
+                lambda part: _commit_many_call(transport, [of_agent[a] for a in part]),
+            ),
+            (
+                "take_many",
+                agents,
+                lambda part: take_many_call(transport, part, worker_id, lease_ms, count),
+            ),
+        ],
+        "commit_many",
+    )
+    return _committed_many(committed), taken_many(taken)
 
 
 def _commit_many_call(

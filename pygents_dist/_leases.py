@@ -8,8 +8,8 @@ can find agents whose owner died (``expired_owners``).
 
 On a Redis Cluster the ``owned`` set and an agent's keys live in different slots, most often
 on different primaries: a lease recorded "in the take's round trip" is then recorded at the
-same moment as the take, not before it, and ``take_many`` runs one script call per slot,
-pipelined per primary. A worker that dies in between (after the take, before the record) leaves
+same moment as the take, not before it, and ``take_many`` runs one script call per primary
+(``_node_groups.py``). A worker that dies in between (after the take, before the record) leaves
 an agent ``expired_owners`` does not list: the workers' periodic backlog scan (every served
 agent once a lease) finds it instead, a lease or so later.
 """
@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pygents_dist._cluster import key_slot
 from pygents_dist._keys import GROUP
+from pygents_dist._node_groups import run_by_node
 from pygents_dist._scripts import COMMAND, ScriptCall
 from pygents_dist._statuses import NOT_TAKEN, TakeStatus
 from pygents_dist._transport import Entry, Transport, entries
@@ -32,10 +32,8 @@ __all__ = [
     "expired_owners",
     "mark_owned",
     "record_calls",
-    "regroup",
     "release",
     "renew",
-    "slot_groups",
     "take",
     "take_many",
     "take_many_call",
@@ -113,35 +111,22 @@ async def take_many(
     status 4 and no lease, for ``take``. Taken ones (status 0) carry their first batch.
     ``record``: agents whose leases the round trip records first (see ``take``)."""
     if await transport.is_cluster():
-        groups = slot_groups(agents)
-        calls = record_calls(transport, record, lease_ms)
-        calls += [
-            ("take_many", *take_many_call(transport, part, worker_id, lease_ms, count))
-            for part in groups
-        ]
-        got = await transport.scripts.run(calls, "take_many")
-        return regroup(agents, groups, [taken_many(one) for one in got[len(got) - len(groups) :]])
+        [got] = await run_by_node(
+            transport,
+            record_calls(transport, record, lease_ms),
+            [
+                (
+                    "take_many",
+                    agents,
+                    lambda part: take_many_call(transport, part, worker_id, lease_ms, count),
+                )
+            ],
+            "take_many",
+        )
+        return taken_many(got)
     keys, args = take_many_call(transport, agents, worker_id, lease_ms, count)
     calls = [*record_calls(transport, record, lease_ms), ("take_many", keys, args)]
     return taken_many((await transport.scripts.run(calls, "take_many"))[-1])
-
-
-def slot_groups(agents: Sequence[str]) -> list[list[str]]:
-    """``agents`` grouped by cluster slot (a script call touches one slot), in order."""
-    groups: dict[int, list[str]] = {}
-    for agent in agents:
-        groups.setdefault(key_slot(agent), []).append(agent)
-    return list(groups.values())
-
-
-def regroup[T](agents: Sequence[str], groups: list[list[str]], results: list[list[T]]) -> list[T]:
-    """Per-group results (in ``slot_groups`` order) back in the order of ``agents``."""
-    by_agent = {
-        agent: one
-        for part, got in zip(groups, results, strict=True)
-        for agent, one in zip(part, got, strict=True)
-    }
-    return [by_agent[agent] for agent in agents]
 
 
 def _record_call(transport: Transport, agents: Sequence[str], lease_ms: int) -> ScriptCall:

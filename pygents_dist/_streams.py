@@ -23,6 +23,7 @@ from typing import Any
 
 from pygents_dist._cluster import key_slot
 from pygents_dist._keys import GROUP, READY_SHARDS, Keys
+from pygents_dist._node_groups import node_groups, slot_groups
 from pygents_dist._redis_errors import first_error, is_missing_script
 from pygents_dist._scripts import ScriptCall
 from pygents_dist._transport import Entry, Transport, entries
@@ -81,17 +82,25 @@ async def send_turns(
 async def _send_sliced(
     transport: Transport, turns: Sequence[Outgoing], wait: str | None
 ) -> list[Entry]:
-    """``send_turns`` on a Redis Cluster: a ``lua/append.lua`` call per slot, each signalling
-    on a ready shard of its own primary, pipelined per primary; with ``wait``, the read of
-    the reply behind it on the agent's primary. One round trip, unless a primary has no
-    shard (or a shard moved since the slot map was read): then its agents are signalled
-    in a second one."""
-    by_slot: dict[int, list[Outgoing]] = {}
+    """``send_turns`` on a Redis Cluster: a ``lua/append.lua`` call per primary (its
+    ``_node`` variant for agents of several slots, ``_node_groups.py``), each signalling on
+    a ready shard of that primary; with ``wait``, the read of the reply behind it on the
+    agent's primary. One round trip, unless a primary has no shard (or a slot moved since
+    the slot map was read): then those agents go one slot per call, signalled in a second
+    round trip."""
+    agents = list(dict.fromkeys(turn[0] for turn in turns))
+    where = {a: i for i, part in enumerate(node_groups(transport, agents)) for a in part}
+    parts: list[list[Outgoing]] = [[] for _ in range(max(where.values(), default=-1) + 1)]
     for turn in turns:
-        by_slot.setdefault(key_slot(turn[0]), []).append(turn)
+        parts[where[turn[0]]].append(turn)
     scripts = transport.scripts
-    calls = [_append_call(transport, part, local=True) for part in by_slot.values()]
-    commands: list[tuple[Any, ...]] = [scripts.evalsha("append", *call) for call in calls]
+    calls = [_append_call(transport, part, local=True) for part in parts]
+    commands: list[tuple[Any, ...]] = []
+    for part, (keys, args) in zip(parts, calls, strict=True):
+        if len({key_slot(turn[0]) for turn in part}) == 1:
+            commands.append(scripts.evalsha("append", keys, args))
+        else:
+            commands.append(scripts.evalsha("append_node", keys[:1], [len(keys), *keys, *args]))
     wait_command = None
     if wait is not None:
         wait_command = (
@@ -124,11 +133,13 @@ async def _send_sliced(
             wake += [name.decode() for name in got[1]]
     if failed:
         if any(is_missing_script(results[i]) for i in failed if i < len(results)):
-            await scripts.load(["append"])
-        parts = list(by_slot.values())
-        again: list[ScriptCall] = [
-            ("append", *_append_call(transport, parts[i], local=False)) for i in failed
-        ]
+            await scripts.load(["append", "append_node"])
+        again: list[ScriptCall] = []
+        for i in failed:
+            for slot_agents in slot_groups([turn[0] for turn in parts[i]]):
+                mine = set(slot_agents)
+                part = [turn for turn in parts[i] if turn[0] in mine]
+                again.append(("append", *_append_call(transport, part, local=False)))
         for got in await scripts.run(again, "send"):
             wake += [name.decode() for name in got[1]]
     followers = signal_commands(transport, wake)

@@ -442,3 +442,30 @@ async def test_durable_mode_loses_no_acknowledged_send_or_commit_across_random_k
 async def client_history(client: Client, agent: str) -> list[str]:
     """The agent's whole context queue as its worker sees it."""
     return list(await client.call(agent, "history"))
+
+
+async def test_group_scripts_go_one_per_primary_and_follow_a_moved_slot(
+    redis_cluster: RedisCluster,
+) -> None:
+    """Sends and takes of many agents run one script call per primary; with a stale slot
+    map (a slot moved behind the transport's back) the calls that meet it fail before they
+    write and go again one slot per call: every agent gets its turns once and is taken."""
+    from pygents_dist import _leases, _streams
+    from pygents_dist._statuses import TakeStatus
+
+    transport = Transport.from_url(redis_cluster.url, namespace="groups")
+    agents = [f"g{i}" for i in range(60)]
+    moved = transport.keys.turns(agents[0])
+    try:
+        await _streams.send_turns(transport, [(a, f"one-{a}", b"m", b"") for a in agents])
+        source = redis_cluster.primary_of(moved)
+        target = next(p for p in redis_cluster.primaries() if p != source)
+        await asyncio.to_thread(redis_cluster.move_slot, redis_cluster.slot(moved), target)
+        await _streams.send_turns(transport, [(a, f"two-{a}", b"m", b"") for a in agents])
+        assert await _streams.backlog(transport, agents) == [2] * len(agents)
+        await asyncio.to_thread(redis_cluster.move_slot, redis_cluster.slot(moved), source)
+        taken = await _leases.take_many(transport, agents, "w1", 5_000, 10)
+        assert [t.status for t in taken] == [TakeStatus.TAKEN] * len(agents)
+        assert [len(t.entries) for t in taken] == [2] * len(agents)
+    finally:
+        await transport.aclose()
