@@ -27,7 +27,9 @@ from pygents.hooks import (
     TurnHook,
     hook,
 )
+from pygents.limits import Rate
 from pygents.registry import AgentRegistry, ToolRegistry
+from pygents.retry import Backoff, Retry
 from pygents.tool import AsyncGenTool, BaseTool, Tool, ToolMetadata, tool
 from pygents.turn import StopReason, Turn
 
@@ -36,6 +38,7 @@ __all__ = [
     "AgentHook",
     "AgentRegistry",
     "AsyncGenTool",
+    "Backoff",
     "BaseTool",
     "ContextItem",
     "ContextPool",
@@ -45,6 +48,8 @@ __all__ = [
     "Hook",
     "HookMetadata",
     "HookRegistry",
+    "Rate",
+    "Retry",
     "SafeExecutionError",
     "StopReason",
     "Tool",
