@@ -98,8 +98,8 @@ class Timers:
         schedules by name), removed from the timers; each with True if a schedule's tick.
 
         A tick due before ``active_since_s`` (when the agent last started running or
-        resumed) is missed: ``Missed.SKIP`` drops it, ``Missed.RUN_ONCE`` puts one turn
-        for all the missed ticks of that schedule.
+        resumed; ``inf`` while paused) is missed: ``Missed.SKIP`` drops it,
+        ``Missed.RUN_ONCE`` puts one turn for all the missed ticks of that schedule.
         """
         due: list[tuple[float, int, Turn[Any], bool]] = []
         heap, delayed = self._heap, self._delayed
@@ -118,7 +118,7 @@ class Timers:
                 missed_at = ticking.next_due_s
                 # Jump past every missed tick at once: a schedule idle for a day must not
                 # step through a day of ticks.
-                ticking.next_due_s = schedule.next_after_s(active_since_s)
+                ticking.next_due_s = schedule.next_after_s(min(active_since_s, now_s))
                 if schedule.missed is Missed.RUN_ONCE:
                     order += 1
                     due.append((missed_at, order, ticking.entry.turn.copy(), True))

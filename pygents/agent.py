@@ -269,7 +269,10 @@ class Agent:
         if router is not None:
             return await _delayed_router(router).cancel_delayed(self.name, turn_id)
         timers = self._timers
-        return timers is not None and timers.cancel(turn_id)
+        cancelled = timers is not None and timers.cancel(turn_id)
+        if cancelled and self._waiter is not None:
+            _wake_up(self._waiter)  # run() may now have nothing left to wait for
+        return cancelled
 
     @property
     def delayed(self) -> dict[str, tuple[datetime, Turn[Any]]]:
