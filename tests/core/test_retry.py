@@ -521,3 +521,33 @@ def test_a_plain_tool_calls_its_function_directly() -> None:
         return None
 
     assert plain._plain and not retried._plain
+
+
+async def test_a_deferring_retry_wait_ends_a_generator_without_after_invoke() -> None:
+    async def defer(t: Any, attempt: int, delay_s: float, error: BaseException) -> None:
+        raise _seams.RetryDeferred(t.__name__, attempt, delay_s, error)
+
+    _seams.set_retry_wait(defer)
+    try:
+
+        @tool(retry=Retry(attempts=2))
+        async def stream() -> AsyncIterator[int]:
+            raise ConnectionError("down")
+            yield 0  # pragma: no cover
+
+        outcomes: list[str] = []
+
+        @stream.after_invoke
+        async def after(values: list[int]) -> None:
+            outcomes.append("after")
+
+        @stream.on_error
+        async def failed(exc: Exception) -> None:
+            outcomes.append("error")
+
+        with pytest.raises(_seams.RetryDeferred, match="attempt 2 deferred"):
+            async for _ in stream():
+                pass
+        assert outcomes == []
+    finally:
+        _seams.set_retry_wait(None)
