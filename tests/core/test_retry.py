@@ -143,7 +143,7 @@ def test_flow_specs_are_readable_on_the_tool() -> None:
     async def plain() -> None:
         return None
 
-    assert limited.retry is policy and limited.retry.on_types == (ValueError,)
+    assert limited.retry is policy and limited.retry.on == (ValueError,)
     assert limited.rate == Rate(5, 1) and limited.concurrency == 2
     assert locked.concurrency == 1 and locked.lock is not None
     assert (plain.retry, plain.rate, plain.concurrency) == (None, None, None)
