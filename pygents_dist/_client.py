@@ -15,7 +15,8 @@ from typing import Any
 
 from pygents.registry import HookRegistry
 from pygents.turn import Turn
-from pygents_dist import _control, _directory, _replies, _streams, _trace, _wire
+from pygents_dist import _control, _directory, _instances, _replies, _streams, _trace, _wire
+from pygents_dist._instances import KindSummary
 from pygents_dist._replies import ReplyKind
 from pygents_dist._transport import Entry, Transport
 from pygents_dist.errors import (
@@ -337,6 +338,23 @@ class Client:
         outcome = await _control.forget(self.transport, agent, force)
         self._known.discard(agent)
         return outcome == _control.ForgetOutcome.FORGOTTEN
+
+    async def kinds(self) -> list[KindSummary]:
+        """Every kind that has instances in Redis, each summarised (instances, held by a
+        worker now, with turns waiting, least recently taken). Counting the waiting ones
+        scans the keyspace: about a second per million keys."""
+        transport = self.transport
+        return await _instances.summaries(transport, await _instances.kinds(transport))
+
+    async def instances(
+        self, kind: str, *, offset: int = 0, count: int = 100
+    ) -> list[tuple[str, float]]:
+        """A page of ``kind``'s instances, least recently taken first: ``(name, when a
+        worker last took it, as a Unix time in seconds)``. Page on with ``offset``."""
+        if offset < 0 or count < 1:
+            raise ValueError(f"offset must be >= 0 and count >= 1, got {offset} and {count}")
+        rows = await _instances.page(self.transport, kind, offset, count)
+        return [(name, taken_ms / 1000) for name, taken_ms in rows]
 
     async def agents(self) -> list[str]:
         """Names of every declared agent."""

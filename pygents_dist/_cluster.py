@@ -35,7 +35,7 @@ from typing import Any
 from redis.asyncio.connection import ConnectionPool
 
 from pygents_dist._connections import Connections
-from pygents_dist._redis_errors import CONNECTION_ERRORS, cluster_redirect, lost
+from pygents_dist._redis_errors import CONNECTION_ERRORS, cluster_redirect, first_error, lost
 from pygents_dist.errors import ConnectionLostError
 
 __all__ = ["FAILOVER_BUDGET_S", "SLOTS", "ClusterConnections", "key_slot"]
@@ -405,8 +405,25 @@ class ClusterConnections:
             at += 1
         return out
 
-    async def scan(self, address: _Address, pattern: str, count: int) -> list[bytes]:
-        """The keys matching ``pattern`` on the primary at ``address`` (``SCAN``).
+    async def execute_on(
+        self, address: _Address, commands: Sequence[Sequence[Any]], what: str
+    ) -> list[Any]:
+        """``commands`` on the primary at ``address`` (a keyless command such as ``SCAN``
+        that is about that primary's keys); error replies raised.
+
+        Raises:
+            ConnectionLostError: the node did not answer.
+            RedisCommandError: an error reply.
+        """
+        replies = await self._node(address).execute(commands, what)
+        first_error(replies, what)
+        return replies
+
+    async def scan(
+        self, address: _Address, pattern: str, count: int, kind: str = ""
+    ) -> list[bytes]:
+        """The keys matching ``pattern`` (of type ``kind``, if given) on the primary at
+        ``address`` (``SCAN``).
 
         Raises:
             ConnectionLostError: the node did not answer.
@@ -414,8 +431,9 @@ class ClusterConnections:
         found: list[bytes] = []
         cursor: bytes | int = 0
         while True:
-            command = ("SCAN", cursor, "MATCH", pattern, "COUNT", count)
-            ((cursor, keys),) = await self._node(address).execute([command], "scan")
+            typed = ("TYPE", kind) if kind else ()
+            command = ("SCAN", cursor, "MATCH", pattern, "COUNT", count, *typed)
+            ((cursor, keys),) = await self.execute_on(address, [command], "scan")
             found.extend(keys)
             if int(cursor) == 0:
                 return found

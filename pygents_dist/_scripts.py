@@ -43,6 +43,7 @@ _FILES = (
     "pause",
     "resume",
     "forget",
+    "admit",
 )
 #: Script calls of many tasks sent in one pipeline, and such pipelines in flight at once.
 _COALESCED_CALLS_MAX = 128

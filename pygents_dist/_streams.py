@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pygents_dist._cluster import key_slot
-from pygents_dist._keys import GROUP, READY_SHARDS, Keys
+from pygents_dist._keys import GROUP, READY_SHARDS, Keys, glob_escape
 from pygents_dist._node_groups import node_groups, slot_groups
 from pygents_dist._redis_errors import first_error, is_missing_script
 from pygents_dist._scripts import ScriptCall
@@ -32,6 +32,7 @@ __all__ = [
     "SIGNALS_CAP",
     "backlog",
     "drop",
+    "queued_agents",
     "relay",
     "send_command",
     "send_turns",
@@ -227,6 +228,38 @@ def signal_commands(transport: Transport, names: Sequence[str]) -> list[tuple[An
         for ready, part in streams.items()
         for i in range(0, len(part), 1000)
     ]
+
+
+async def queued_agents(
+    transport: Transport, cursor: int, count: int = 1000
+) -> tuple[int, list[str]]:
+    """One step of a keyspace scan for agents whose stream exists: ``(next cursor, names)``.
+
+    A stream exists while an agent has turns queued or in flight (the commit that empties it
+    deletes it), so this finds work whatever became of its signals. Cursor 0 starts a pass
+    and is returned when the pass is complete; a name may come twice within a pass. On a
+    Redis Cluster a pass scans every primary in turn (the cursor carries which).
+    """
+    base = transport.keys.base
+    pattern = glob_escape(base) + ":{*}:turns"
+    command = ("SCAN", cursor, "MATCH", pattern, "COUNT", count, "TYPE", "stream")
+    start, end = len(base) + 2, -len("}:turns")
+    cluster = transport.cluster if await transport.is_cluster() else None
+    if cluster is not None:  # every primary in turn: the cursor says which, and where
+        primaries = cluster.primaries()
+        node, at = (0, 0) if cursor == 0 else ((cursor - 1) % 64, (cursor - 1) // 64)
+        if node >= len(primaries):  # fewer primaries than when the pass began
+            return 0, []
+        ((got, raw),) = await cluster.execute_on(
+            primaries[node], [(*command[:1], at, *command[2:])], "scan"
+        )
+        if int(got):
+            next_cursor = int(got) * 64 + node + 1
+        else:
+            next_cursor = node + 2 if node + 1 < len(primaries) else 0
+        return next_cursor, [bytes(key)[start:end].decode(errors="replace") for key in raw]
+    ((next_cursor, raw),) = await transport.execute([command], "scan")
+    return int(next_cursor), [bytes(key)[start:end].decode(errors="replace") for key in raw]
 
 
 async def backlog(transport: Transport, agents: Sequence[str]) -> list[int]:

@@ -200,16 +200,18 @@ class Transport:
         ``_redis_errors.first_error``."""
         return await self._connections.execute(commands, what, wait_ms, until_error=until_error)
 
-    async def scan(self, pattern: str, count: int = 500) -> list[bytes]:
-        """Every key matching ``pattern`` (``SCAN``; on a cluster, on every primary)."""
+    async def scan(self, pattern: str, count: int = 500, kind: str = "") -> list[bytes]:
+        """Every key matching ``pattern`` (of Redis type ``kind``, if given), by ``SCAN``
+        (on a cluster, on every primary); a key may come twice."""
         found: list[bytes] = []
         if await self.is_cluster() and self.cluster is not None:
             for address in self.cluster.primaries():
-                found += await self.cluster.scan(address, pattern, count)
+                found += await self.cluster.scan(address, pattern, count, kind)
             return found
         cursor: bytes | int = 0
+        typed = ("TYPE", kind) if kind else ()
         while True:
-            command = ("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+            command = ("SCAN", cursor, "MATCH", pattern, "COUNT", count, *typed)
             ((cursor, keys),) = await self.execute([command], "scan")
             found.extend(keys)
             if int(cursor) == 0:

@@ -140,3 +140,4 @@ class DeadLetterReason(enum.StrEnum):
     TOOL_NOT_IN_AGENT = "tool_not_in_agent"
     BAD_ARGUMENTS = "bad_arguments"
     TOO_MANY_DELIVERIES = "too_many_deliveries"
+    INSTANCE_LIMIT = "instance_limit"
