@@ -7,8 +7,9 @@ replies live on one Redis Cluster slot and one script can touch them all atomica
 layout is part of the wire contract, ``docs/wire.md``.
 
 On a Redis Cluster the "has work" signals go to ``READY_SHARDS`` ready streams instead of one
-(``ready_shard``): shard ``crc16(agent) % READY_SHARDS`` takes the signals of an agent, and the
-shards' hash tags (``{0}`` to ``{15}``) spread them over the cluster's slots.
+(``ready_shard``), whose hash tags (``{0}`` to ``{15}``) spread them over the cluster's slots.
+Workers read every shard; a sender signals on a shard of the agent's own primary when it can
+(``_streams.py``), else on the agent's own shard (``shard_of``).
 """
 
 from __future__ import annotations
