@@ -3,9 +3,10 @@
 Ready signals are how a worker hears of work, but a signal can miss: turns sent while no
 worker ran (the capped ``ready`` stream keeps only the newest signals, and a starting worker
 reads on from the newest), a runtime-made agent's lookup that failed, a signal read by a
-worker that then died. An agent's stream exists exactly while it has turns queued or in
-flight (the commit that empties it deletes it), so scanning for streams finds all of them,
-instances and runtime agents included, with no index kept on the send path.
+worker that then died. An instance's or runtime-made agent's stream exists exactly while it
+has turns queued or in flight (the commit that empties it deletes it; a declared agent's
+stays while it is declared), so scanning for streams finds all of them with no index kept on
+the send path.
 
 A worker sweeps once at start, as fast as Redis answers, then again one interval (a lease)
 after each pass ends, paced to ``_KEYS_PER_S`` keys visited a second so that a keyspace of

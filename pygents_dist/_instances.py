@@ -13,9 +13,10 @@ instance.
   instance is forgotten again. The cap is never exceeded; close to it, instances activated at
   the same moment may be refused a little early (each counts while it is checked).
 - **Idle expiry** (``WorkerSettings.instance_expiry_s``): ``expire_idle`` forgets the
-  instances not taken for that long, unless a worker holds one or turns wait in its stream (it
-  is then looked at again one expiry later). Forgetting deletes every key of the instance;
-  its next turn starts it from its kind's context again.
+  instances not taken for that long (up to 10,000 per kind per maintenance round), unless a
+  worker holds one or turns wait in its stream (it is then looked at again one expiry
+  later). Forgetting deletes every key of the instance; its next turn starts it from its
+  kind's context again.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from pygents_dist._transport import Transport
 
 __all__ = ["KindSummary", "admit", "expire_idle", "kinds", "page", "summaries", "touch_calls"]
 
-#: Candidates one ``expire_idle`` call looks at (per kind).
+#: Candidates ``expire_idle`` looks at per round trip, and most round trips per call.
 _EXPIRY_BATCH = 1000
+_EXPIRY_BATCHES = 10
 _SCAN_COUNT = 500
 
 
@@ -128,20 +130,24 @@ async def page(transport: Transport, kind: str, offset: int, count: int) -> list
 
 
 async def expire_idle(transport: Transport, kind: str, idle_ms: int) -> int:
-    """Forget up to a batch of the kind's instances not taken for ``idle_ms``; how many."""
+    """Forget the kind's instances not taken for ``idle_ms``, up to ``_EXPIRY_BATCHES``
+    batches of ``_EXPIRY_BATCH`` (about 20 ms of Redis each); how many were forgotten."""
     index = transport.keys.instances(kind)
-    now_ms = int(time.time() * 1000)
-    command = ("ZRANGE", index, "-inf", now_ms - idle_ms, "BYSCORE", "LIMIT", 0, _EXPIRY_BATCH)
-    (raw,) = await transport.execute([command], "instances")
-    names = [bytes(n).decode(errors="replace") for n in raw]
-    outcomes = await _control.forget_many(transport, names)
     forgotten = 0
-    busy: list[Any] = []
-    for name, outcome in zip(names, outcomes, strict=True):
-        if outcome == _control.ForgetOutcome.FORGOTTEN:
-            forgotten += 1
-        else:  # held or with turns waiting: look again one expiry from now
-            busy += (now_ms, name)
-    if busy:
-        await transport.execute([("ZADD", index, "XX", *busy)], "instances")
+    for _batch in range(_EXPIRY_BATCHES):
+        now_ms = int(time.time() * 1000)
+        command = ("ZRANGE", index, "-inf", now_ms - idle_ms, "BYSCORE", "LIMIT", 0, _EXPIRY_BATCH)
+        (raw,) = await transport.execute([command], "instances")
+        names = [bytes(n).decode(errors="replace") for n in raw]
+        outcomes = await _control.forget_many(transport, names)
+        busy: list[Any] = []
+        for name, outcome in zip(names, outcomes, strict=True):
+            if outcome == _control.ForgetOutcome.FORGOTTEN:
+                forgotten += 1
+            else:  # held or with turns waiting: look again one expiry from now
+                busy += (now_ms, name)
+        if busy:
+            await transport.execute([("ZADD", index, "XX", *busy)], "instances")
+        if len(names) < _EXPIRY_BATCH:
+            break
     return forgotten

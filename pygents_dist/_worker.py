@@ -447,8 +447,11 @@ class Worker:
         return sorted(self._kinds_found | self.agents.kinds_built)
 
     async def _found(self, names: list[str]) -> None:
-        """Schedule the agents of ``names`` (found with queued turns) this worker serves."""
-        addressable = self.agents.addressable
+        """Schedule the agents of ``names`` (found with a stream) this worker serves, but
+        not declared ones: their streams stay, empty, while they are declared, and the
+        periodic backlog scan looks at their length instead."""
+        addressable, declared = self.agents.addressable, self.agents.declared
+        names = [name for name in names if name not in declared]
         servable = [name for name in names if addressable(name)]
         unknown = [name for name in names if not addressable(name)]
         if unknown:
