@@ -85,7 +85,7 @@ def _word(part: Any) -> bytes:
     return part.upper() if isinstance(part, bytes) else str(part).upper().encode()
 
 
-def command_key(command: Sequence[Any]) -> Any:
+def _command_key(command: Sequence[Any]) -> Any:
     """The key that decides where ``command`` goes; None for a keyless command."""
     at = _KEY_AT.get(command[0])
     if at is not None:  # the usual commands, by their exact name
@@ -93,8 +93,8 @@ def command_key(command: Sequence[Any]) -> Any:
     if command[0] == "EVALSHA":  # the scripts: their first KEY
         return command[3] if int(command[2]) > 0 else None
     name = _word(command[0])
-    if b" " in name:  # "XGROUP CREATE" packed as one word
-        name = name.split()[0]
+    if b" " in name:  # "XGROUP CREATE" packed as one word: its words count as two
+        return _command_key([*name.split(), *command[1:]])
     if name in _SCRIPTED:
         return command[3] if int(command[2]) > 0 else None
     if name in _STREAM_READS:
@@ -350,7 +350,7 @@ class ClusterConnections:
     def _target(self, command: Sequence[Any]) -> _Address | None:
         """The primary of ``command``'s slot (None for a keyless one). Slots of recent keys
         are remembered: most commands name the same few keys again and again."""
-        key = command_key(command)
+        key = _command_key(command)
         if key is None:
             return None
         slot = self._slot_of.get(key)
