@@ -24,7 +24,7 @@ from pygents.registry import AgentRegistry
 from pygents_dist import _log, _wire
 from pygents_dist._client import Client, default_namespace, default_redis_url
 from pygents_dist._worker import Worker, WorkerSettings
-from pygents_dist.errors import ConnectionLostError, DistError
+from pygents_dist.errors import ConnectionLostError, DistError, NotReplicatedError
 
 __all__ = ["main", "worker_main"]
 
@@ -250,6 +250,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     runner = _event_loop_runner(ns.loop)
     try:
         runner(_serve(worker))
+    except NotReplicatedError as exc:  # --durability replicated on a Redis without replicas
+        return _fail(f"Redis at {_safe_url(ns.redis_url)}: {exc}", EXIT_REDIS)
     except ConnectionLostError as exc:
         return _fail(f"Redis unreachable at {_safe_url(ns.redis_url)}: {exc}", EXIT_REDIS)
     except DistError as exc:  # e.g. the metrics port is taken

@@ -13,6 +13,7 @@ primary; each checks that every turn ran and committed once, in order.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -253,6 +254,31 @@ async def test_durability_replicated_is_refused_without_a_replica(
         await transport.aclose()
     with pytest.raises(ValueError, match="durability must be one of"):
         Transport.from_url(redis_server.url, durability="sometimes")
+    # a worker told so exits at once, saying why (exit 3: Redis, not the worker)
+    import subprocess
+    import sys
+
+    from tests.dist.conftest import APPS
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "pygents_dist",
+            "worker",
+            "sharded_app",
+            "--durability",
+            "replicated",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=APPS,
+        env={**os.environ, "PYGENTS_REDIS_URL": redis_server.url, "PYTHONPATH": str(APPS)},
+    )
+    assert done.returncode == 3
+    assert "needs a Redis with at least one replica" in done.stderr
 
 
 # -- faults -----------------------------------------------------------------------------------
