@@ -8,6 +8,7 @@ every worker at once.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
@@ -15,7 +16,7 @@ from typing import Any
 
 from pygents.registry import HookRegistry
 from pygents.turn import Turn
-from pygents_dist import _control, _directory, _replies, _streams, _trace, _wire
+from pygents_dist import _control, _directory, _replies, _streams, _timers, _trace, _wire
 from pygents_dist._replies import ReplyKind
 from pygents_dist._transport import Entry, Transport
 from pygents_dist.errors import (
@@ -167,6 +168,8 @@ class Client:
         reply: bool = False,
         turn_id: str | None = None,
         trace: str | None = None,
+        delay_s: float | None = None,
+        at: datetime.datetime | float | None = None,
     ) -> str:
         """Queue a turn on ``agent`` and return its id, without waiting for it to run.
 
@@ -175,17 +178,35 @@ class Client:
         turn's trace inside a worker, else a new trace). When this returns, the turn is
         stored in Redis.
 
+        ``delay_s`` (seconds from now, Redis's clock) or ``at`` (an aware datetime, or Unix
+        seconds) makes it a delayed turn: it waits in Redis and reaches the agent's stream
+        when due, in due order with the agent's other delayed turns, exactly once, through
+        worker and (with AOF) Redis restarts; ``cancel_delayed`` drops it before then. A
+        time in the past is due at once.
+
         Raises:
             UnknownAgentError: no worker has declared ``agent``.
             PayloadError: an argument cannot be sent (names the argument).
+            ValueError: a bad ``delay_s`` or ``at`` (both, negative, a naive datetime).
             ConnectionLostError: Redis is unreachable (nothing was sent).
         """
+        due = _timers.due_of(delay_s, at)
         await self._check_agent(agent)
         turn_id, data, signature = self._envelope(
             agent, tool, args, kwargs, timeout, reply, turn_id, trace
         )
-        await _streams.send_turns(self.transport, [(agent, turn_id, data, signature)])
+        if due is not None:
+            await _timers.delay_turns(self.transport, agent, [(turn_id, due, data, signature)])
+        else:
+            await _streams.send_turns(self.transport, [(agent, turn_id, data, signature)])
         return turn_id
+
+    async def cancel_delayed(self, agent: str, turn_id: str) -> bool:
+        """Drop a delayed turn before it is due: it never runs (a caller waiting on it with
+        ``call`` keeps waiting: cancel the call's task). Returns False when it was not
+        waiting: already moved to the agent's stream (then ``cancel`` it as any turn),
+        cancelled before, or never delayed."""
+        return await _timers.cancel_delayed(self.transport, agent, turn_id)
 
     async def send_many(
         self, agent: str, tool: str, calls: Sequence[Mapping[str, Any]], *, timeout: float = 60.0
@@ -227,11 +248,15 @@ class Client:
         kwargs: Mapping[str, Any] | None = None,
         timeout: float = 60.0,
         trace: str | None = None,
+        delay_s: float | None = None,
+        at: datetime.datetime | float | None = None,
     ) -> Any:
         """Run a coroutine tool on ``agent`` and return its result.
 
         A tool that returns a ``Turn`` or ``ContextItem`` has it routed in the worker, and
-        ``call`` returns None. Waits as long as the turn is queued plus its ``timeout``.
+        ``call`` returns None. Waits as long as the turn is queued plus its ``timeout``
+        (plus its delay, with ``delay_s`` or ``at``: see ``send``). A tool declared with
+        ``retry=`` is retried in the workers: ``call`` sees the final outcome only.
 
         Raises:
             RemoteError: the tool raised (type name, message and remote traceback attached).
@@ -239,7 +264,21 @@ class Client:
             DeadLetteredError: the turn was refused (bad arguments, unknown tool...).
             TurnCancelledError: the turn was cancelled.
         """
-        turn_id, first = await self._send_waiting(agent, tool, args, kwargs, timeout, trace)
+        first: list[Entry] | None = None
+        if delay_s is not None or at is not None:
+            turn_id = await self.send(
+                agent,
+                tool,
+                args=args,
+                kwargs=kwargs,
+                timeout=timeout,
+                reply=True,
+                trace=trace,
+                delay_s=delay_s,
+                at=at,
+            )
+        else:
+            turn_id, first = await self._send_waiting(agent, tool, args, kwargs, timeout, trace)
         result: Any = None
         async for kind, _seq, value in _replies.replies(self.transport, agent, turn_id, -1, first):
             if kind == b"e":

@@ -42,6 +42,15 @@ _FILES = (
     "pause",
     "resume",
     "forget",
+    "rate",
+    "slots_take",
+    "delay",
+    "move_due",
+    "cancel_delayed",
+    "hold",
+    "fire",
+    "schedule_put",
+    "schedule_rm",
 )
 #: Script calls of many tasks sent in one pipeline, and such pipelines in flight at once.
 _COALESCED_CALLS_MAX = 128

@@ -71,6 +71,7 @@ from pygents_dist._routing import Router
 from pygents_dist._scheduler import Scheduler
 from pygents_dist._served_agents import ServedAgents, describe, observe
 from pygents_dist._settings import WorkerSettings
+from pygents_dist._timers import TimerLoop
 from pygents_dist._transport import Transport
 from pygents_dist.errors import ConnectionLostError, RedisCommandError
 
@@ -173,6 +174,8 @@ class Worker:
             served=self.agents,
         )
         self.metrics.active = lambda: len(self._scheduler.active)
+        #: Moves due delayed turns (any agent's) into their streams.
+        self.timers = TimerLoop(self.transport)
 
     def sign(self, data: bytes) -> bytes:
         """The signature follow-ups and sends carry (empty when signing is off)."""
@@ -208,6 +211,7 @@ class Worker:
                 asyncio.create_task(self._signal_loop(), name="signals"),
                 asyncio.create_task(self._maintenance_loop(), name="maintenance"),
                 asyncio.create_task(self._cancel_loop(), name="cancel"),
+                asyncio.create_task(self.timers.run(), name="timers"),
             ]
             await self._stopping.wait()
             # Take no new turns, but keep heartbeats, lease renewal and cancels going while

@@ -1,0 +1,110 @@
+"""Concurrency limits shared by every worker: at most N runs of a tool at once, anywhere.
+
+``@tool(concurrency=N)`` holds one of N slots in Redis while a call runs: a sorted set per
+tool (``Keys.slots``, hash tag ``{tool:<name>}``) of holder token -> lease expiry. A slot is
+taken and renewed by ``lua/slots_take.lua`` and given back with ``ZREM``; a background task
+renews it while the call runs, so the guarantees are those of the ``lock=True`` lease
+(``_lock.py``): a holder whose worker crashed loses its slot after ``lease_ms``; a holder that
+could not renew in time (a stall longer than the lease) may find its slot taken (it is logged),
+and giving back never frees another holder's slot. The set expires with its last lease.
+
+``lock=True`` keeps its own Redis lock (``_lock.py``), unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from types import TracebackType
+
+from pygents_dist._transport import Transport
+
+__all__ = ["RedisSlots", "release_slot", "take_slot"]
+
+_log = logging.getLogger("pygents_dist.concurrency")
+#: Waits between tries for a slot: doubling from the first to the last.
+_FIRST_WAIT_S = 0.002
+_LAST_WAIT_S = 0.05
+
+
+async def take_slot(
+    transport: Transport, tool: str, token: str, limit: int, lease_ms: int, renew: bool = False
+) -> bool:
+    """Take one of ``limit`` slots of ``tool`` for ``token`` for ``lease_ms`` (or, with
+    ``renew``, extend the one it holds); False if none is free (or it lost its slot)."""
+    key = transport.keys.slots(tool)
+    args = [token, limit, lease_ms, "1" if renew else "0"]
+    return bool(await transport.scripts.run_one("slots_take", [key], args))
+
+
+async def release_slot(transport: Transport, tool: str, token: str) -> None:
+    """Give ``token``'s slot of ``tool`` back (only that holder's)."""
+    await transport.execute([("ZREM", transport.keys.slots(tool), token)], "slots")
+
+
+class RedisSlots:
+    """The concurrency limiter for ``pygents._seams``: ``limiter(tool, n)`` is an async
+    context manager holding one of ``tool``'s ``n`` slots across all workers."""
+
+    def __init__(self, transport: Transport, lease_ms: int = 10_000) -> None:
+        self.transport = transport
+        self.lease_ms = lease_ms
+
+    def __call__(self, tool: str, limit: int) -> HeldSlot:
+        return HeldSlot(self, tool, limit)
+
+
+class HeldSlot:
+    """One slot held while a call runs (``RedisSlots``)."""
+
+    __slots__ = ("_limit", "_renewer", "_slots", "_token", "_tool", "waited_s")
+
+    def __init__(self, slots: RedisSlots, tool: str, limit: int) -> None:
+        self._slots = slots
+        self._tool = tool
+        self._limit = limit
+        self._token = uuid.uuid4().hex
+        self._renewer: asyncio.Task[None] | None = None
+        #: Seconds spent waiting for the slot.
+        self.waited_s = 0.0
+
+    async def __aenter__(self) -> None:
+        started = time.monotonic()
+        delay_s = _FIRST_WAIT_S
+        transport, lease_ms = self._slots.transport, self._slots.lease_ms
+        while not await take_slot(transport, self._tool, self._token, self._limit, lease_ms):
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _LAST_WAIT_S)
+        self.waited_s = time.monotonic() - started
+        self._renewer = asyncio.create_task(self._renew(), name=f"renew slot {self._tool}")
+
+    async def _renew(self) -> None:
+        transport, lease_ms = self._slots.transport, self._slots.lease_ms
+        while True:
+            await asyncio.sleep(lease_ms / 3000)
+            try:
+                if not await take_slot(
+                    transport, self._tool, self._token, self._limit, lease_ms, renew=True
+                ):
+                    _log.error("tool %s: its slot was lost while held (lease expired)", self._tool)
+                    return
+            except Exception as exc:  # keep trying: the lease outlives a short outage
+                _log.warning("tool %s: slot renewal failed: %s", self._tool, exc)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        try:
+            await release_slot(self._slots.transport, self._tool, self._token)
+        except Exception as exc2:  # the lease expires by itself
+            _log.warning("tool %s: slot release failed: %s", self._tool, exc2)

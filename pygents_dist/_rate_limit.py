@@ -1,0 +1,48 @@
+"""Rate limits shared by every worker: one GCRA limiter per tool in Redis (``lua/rate.lua``).
+
+``@tool(rate=Rate(calls, per_s, burst))`` means at most ``burst`` calls at once and
+``calls`` per ``per_s`` seconds after that, counted across all workers on all hosts. Each
+call costs one script call: the script gives it the earliest moment the limit allows and
+reserves it (the theoretical arrival time moves one interval on), so a call over the limit
+sleeps once and never asks again, and callers are served in the order they asked. The
+state is one string per tool under the hash tag ``{tool:<name>}``, expiring once the limit
+has nothing left to remember.
+
+Limits: the times are Redis's clock (one clock, whatever the workers' clocks say); a call
+cancelled while it waits still used its slot (the limit errs on the safe side); over any
+window of ``w`` seconds at most ``burst + calls * w / per_s`` calls start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pygents_dist._transport import Transport
+
+__all__ = ["RedisRateGate", "take_slot"]
+
+
+async def take_slot(transport: Transport, tool: str, interval_ms: float, burst: int) -> int:
+    """Reserve the next call of ``tool`` allowed by a limit of one call per ``interval_ms``
+    with ``burst`` at once; the ms to wait before making it (0: at once)."""
+    key = transport.keys.rate(tool)
+    got = await transport.scripts.run_one("rate", [key], [repr(float(interval_ms)), burst])
+    return int(got)
+
+
+class RedisRateGate:
+    """The rate gate for ``pygents._seams``: waits until ``tool`` may be called.
+
+    ``await gate(tool_name, rate)`` returns once the call may start; ``rate`` is the tool's
+    spec (``calls``, ``per_s``, ``burst``).
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    async def wait(self, tool: str, calls: int, per_s: float, burst: int) -> float:
+        """Wait for ``tool``'s next slot; the seconds waited."""
+        wait_ms = await take_slot(self.transport, tool, per_s * 1000 / calls, burst)
+        if wait_ms:
+            await asyncio.sleep(wait_ms / 1000)
+        return wait_ms / 1000
