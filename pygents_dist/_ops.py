@@ -228,6 +228,8 @@ async def send(
         timeout=ns.timeout,
         reply=waiting,
         trace=ns.trace,
+        delay_s=ns.delay_s,
+        at=ns.at_s,
     )
     if not waiting:
         emit(ns.json, {"turn_id": turn_id}, turn_id)
