@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from types import TracebackType
+from typing import Any
 
 from pygents_dist._transport import Transport
 
@@ -46,15 +47,15 @@ async def release_slot(transport: Transport, tool: str, token: str) -> None:
 
 
 class RedisSlots:
-    """The concurrency limiter for ``pygents._seams``: ``limiter(tool, n)`` is an async
-    context manager holding one of ``tool``'s ``n`` slots across all workers."""
+    """The slot provider of ``pygents._seams.set_slot_provider``: ``slots(tool)`` is an async
+    context manager holding one of the ``tool.concurrency`` slots across all workers."""
 
     def __init__(self, transport: Transport, lease_ms: int = 10_000) -> None:
         self.transport = transport
         self.lease_ms = lease_ms
 
-    def __call__(self, tool: str, limit: int) -> HeldSlot:
-        return HeldSlot(self, tool, limit)
+    def __call__(self, tool: Any) -> HeldSlot:
+        return HeldSlot(self, tool.__name__, int(tool.concurrency))
 
 
 class HeldSlot:

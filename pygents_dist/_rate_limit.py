@@ -16,6 +16,8 @@ window of ``w`` seconds at most ``burst + calls * w / per_s`` calls start.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from pygents_dist._transport import Transport
 
@@ -31,18 +33,22 @@ async def take_slot(transport: Transport, tool: str, interval_ms: float, burst: 
 
 
 class RedisRateGate:
-    """The rate gate for ``pygents._seams``: waits until ``tool`` may be called.
+    """The rate gate of ``pygents._seams.set_rate_gate``: ``await gate(tool)`` returns once a
+    call of ``tool`` (declared with ``rate=Rate(...)``) may start, by the limit shared in
+    Redis."""
 
-    ``await gate(tool_name, rate)`` returns once the call may start; ``rate`` is the tool's
-    spec (``calls``, ``per_s``, ``burst``).
-    """
-
-    def __init__(self, transport: Transport) -> None:
+    def __init__(
+        self, transport: Transport, on_wait: Callable[[str, float], None] | None = None
+    ) -> None:
         self.transport = transport
+        #: Called with the tool's name and the seconds its call waits, when it waits.
+        self.on_wait = on_wait
 
-    async def wait(self, tool: str, calls: int, per_s: float, burst: int) -> float:
-        """Wait for ``tool``'s next slot; the seconds waited."""
-        wait_ms = await take_slot(self.transport, tool, per_s * 1000 / calls, burst)
+    async def __call__(self, tool: Any) -> None:
+        rate = tool.rate
+        name = tool.__name__
+        wait_ms = await take_slot(self.transport, name, rate.interval_s * 1000, rate.burst_size)
         if wait_ms:
+            if self.on_wait is not None:
+                self.on_wait(name, wait_ms / 1000)
             await asyncio.sleep(wait_ms / 1000)
-        return wait_ms / 1000

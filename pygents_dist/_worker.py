@@ -59,13 +59,24 @@ from collections.abc import Callable
 from pygents import _seams
 from pygents.agent import Agent
 from pygents.registry import AgentRegistry
-from pygents_dist import _control, _directory, _functions, _leases, _metrics, _streams, _wire
+from pygents_dist import (
+    _control,
+    _directory,
+    _functions,
+    _leases,
+    _metrics,
+    _retries,
+    _streams,
+    _wire,
+)
 from pygents_dist._agent_server import AgentServer
 from pygents_dist._batch_runner import BatchRunner
 from pygents_dist._context_store import ContextStore
 from pygents_dist._held_leases import HeldLeases
 from pygents_dist._keys import check_agent_name
+from pygents_dist._concurrency import RedisSlots
 from pygents_dist._lock import RedisLocks
+from pygents_dist._rate_limit import RedisRateGate
 from pygents_dist._log import current_worker
 from pygents_dist._routing import Router
 from pygents_dist._scheduler import Scheduler
@@ -197,6 +208,10 @@ class Worker:
         _seams.set_lock_provider(
             RedisLocks(self.transport, self.settings.lease_ms, self.metrics.lock_waited)
         )
+        # Flow control across workers: limits in Redis, retry backoffs held in Redis.
+        _seams.set_slot_provider(RedisSlots(self.transport, self.settings.lease_ms))
+        _seams.set_rate_gate(RedisRateGate(self.transport))
+        _seams.set_retry_wait(_retries.retry_wait)
         metrics_server: asyncio.Server | None = None
         try:
             await self._start()
@@ -229,6 +244,9 @@ class Worker:
             _seams.set_router(None)
             _seams.set_agent_observer(None)
             _seams.set_lock_provider(None)
+            _seams.set_slot_provider(None)
+            _seams.set_rate_gate(None)
+            _seams.set_retry_wait(None)
             self._leases.stop()
             self._scheduler.stop()
             with contextlib.suppress(Exception):
