@@ -2,7 +2,10 @@
 
 Five abstractions: tools (how), turns (what), agents (orchestration), a bounded
 ``ContextQueue`` (working context) and a keyed ``ContextPool`` (accumulated outputs), with
-hooks on every event and registries for lookup and serialisation. Standard library only.
+hooks on every event and registries for lookup and serialisation. Flow control: tools may
+declare retries (``Retry``, ``Backoff``), a rate (``Rate``) and a concurrency limit; turns
+may be delayed (``agent.put(turn, delay_s=...)``) or scheduled (``Schedule``). Standard
+library only.
 """
 
 from pygents.agent import Agent
@@ -27,7 +30,10 @@ from pygents.hooks import (
     TurnHook,
     hook,
 )
+from pygents.limits import Rate
 from pygents.registry import AgentRegistry, ToolRegistry
+from pygents.retry import Backoff, Retry
+from pygents.schedule import Missed, Schedule, ScheduleEntry
 from pygents.tool import AsyncGenTool, BaseTool, Tool, ToolMetadata, tool
 from pygents.turn import StopReason, Turn
 
@@ -36,6 +42,7 @@ __all__ = [
     "AgentHook",
     "AgentRegistry",
     "AsyncGenTool",
+    "Backoff",
     "BaseTool",
     "ContextItem",
     "ContextPool",
@@ -45,7 +52,12 @@ __all__ = [
     "Hook",
     "HookMetadata",
     "HookRegistry",
+    "Missed",
+    "Rate",
+    "Retry",
     "SafeExecutionError",
+    "Schedule",
+    "ScheduleEntry",
     "StopReason",
     "Tool",
     "ToolHook",

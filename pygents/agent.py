@@ -8,12 +8,16 @@ id), anything else is yielded to the caller as ``(turn, value)``.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
-from types import EllipsisType
-from typing import Any
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from types import EllipsisType, MappingProxyType
+from typing import Any, overload
 
 from pygents import _seams
+from pygents._timers import Timers
 from pygents.context import ContextItem, ContextPool, ContextQueue
 from pygents.errors import SafeExecutionError, UnregisteredToolError
 from pygents.hooks import (
@@ -26,6 +30,7 @@ from pygents.hooks import (
     global_hooks,
 )
 from pygents.registry import INSTANCE_SEPARATOR, AgentRegistry, ToolRegistry, split_instance
+from pygents.schedule import Schedule, ScheduleEntry
 from pygents.tool import BaseTool
 from pygents.turn import Turn
 
@@ -37,6 +42,38 @@ _G_VALUE = global_hooks(AgentHook.ON_TURN_VALUE)
 _G_BEFORE_PUT = global_hooks(AgentHook.BEFORE_PUT)
 _G_AFTER_PUT = global_hooks(AgentHook.AFTER_PUT)
 _ROUTED = (Turn, ContextItem)
+_time = time.time
+_NO_SCHEDULES: Mapping[str, ScheduleEntry] = MappingProxyType({})
+
+
+def _due_s(delay_s: object, at: object) -> float:
+    """When a delayed turn is due, in seconds since the epoch (validating the options)."""
+    if delay_s is not None and at is not None:
+        raise ValueError("pass delay_s or at, not both")
+    if delay_s is not None:
+        if (
+            not isinstance(delay_s, int | float)
+            or isinstance(delay_s, bool)
+            or not math.isfinite(delay_s)
+            or delay_s < 0
+        ):
+            raise ValueError(f"delay_s must be a number of seconds >= 0, got {delay_s!r}")
+        return _time() + delay_s
+    if isinstance(at, datetime):
+        if at.tzinfo is None:
+            raise ValueError(
+                f"at must be a timezone-aware datetime (naive datetimes are ambiguous between "
+                f"machines), got {at!r}; use datetime.now(UTC) + timedelta(...)"
+            )
+        return at.timestamp()
+    if isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at):
+        return float(at)
+    raise ValueError(f"at must be an aware datetime or epoch seconds, got {at!r}")
+
+
+def _wake_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Agent:
@@ -91,6 +128,9 @@ class Agent:
         init(self, "tags", frozenset(tags or ()))
         init(self, "hooks", [])
         init(self, "turn_hooks", [])
+        init(self, "_timers", None)
+        init(self, "_waiter", None)
+        init(self, "_active_since_s", 0.0)
         AgentRegistry.register(self)
 
     name: str
@@ -107,6 +147,9 @@ class Agent:
     _paused: bool
     _resumed: asyncio.Event
     _tool_set: frozenset[BaseTool]
+    _timers: Timers | None
+    _waiter: asyncio.Future[None] | None  # set while run() sleeps until a timer is due
+    _active_since_s: float  # when run() last started or resumed: earlier ticks are missed
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_") and (self._running or self._paused):
@@ -148,39 +191,193 @@ class Agent:
 
     # -- queue ---------------------------------------------------------------------------
 
-    async def put(self, turn: Turn[Any]) -> None:
-        """Queue ``turn`` (fires ``BEFORE_PUT`` / ``AFTER_PUT``).
+    @overload
+    async def put(self, turn: Turn[Any]) -> None: ...
+    @overload
+    async def put(self, turn: Turn[Any], *, delay_s: float, at: None = None) -> str: ...
+    @overload
+    async def put(self, turn: Turn[Any], *, delay_s: None = None, at: datetime | float) -> str: ...
+    @overload
+    async def put(
+        self, turn: Turn[Any], *, delay_s: float | None = None, at: datetime | float | None = None
+    ) -> str | None: ...
+    async def put(
+        self, turn: Turn[Any], *, delay_s: float | None = None, at: datetime | float | None = None
+    ) -> str | None:
+        """Queue ``turn`` now, or hold it until due (fires ``BEFORE_PUT`` / ``AFTER_PUT`` here).
+
+        A delayed turn (``delay_s`` seconds from now, or ``at`` an aware datetime or epoch
+        seconds; a past time is due at once) enters the queue when due, while ``run()`` is
+        active, or at the start of the next ``run()`` if it came due meanwhile; turns due
+        together enter in due order (ties: put order). ``run()`` does not end while delayed
+        turns are pending. Cancel one before it is due with ``cancel_delayed(id)``.
+
+        Returns:
+            None for an immediate turn; the delayed turn's id for a delayed one.
 
         Raises:
-            ValueError: the turn's tool is not one of this agent's tools.
+            ValueError: the turn's tool is not one of this agent's tools, ``delay_s`` is
+                negative, ``at`` is a naive datetime, or both are given.
+            NotImplementedError: delayed, under a runtime whose router cannot hold turns.
         """
         if turn.tool not in self._tool_set:
             names = sorted(t.__name__ for t in self.tools)
             raise ValueError(
                 f"agent {self.name!r} cannot run tool {turn.tool.__name__!r}; its tools: {names}"
             )
+        due_s = None if delay_s is None and at is None else _due_s(delay_s, at)
         hooks = self.hooks
         if hooks or _G_BEFORE_PUT:
             await fire(AgentHook.BEFORE_PUT, hooks, self.tags, self, turn)
         router = _seams.router
-        if router is None:
+        turn_id = None
+        if due_s is not None:
+            turn_id = await self._hold(turn, due_s)
+        elif router is None:
             self._queue.append(turn)
+            if self._waiter is not None:
+                _wake_up(self._waiter)
         else:
             await router.put(self.name, turn)
         if hooks or _G_AFTER_PUT:
             await fire(AgentHook.AFTER_PUT, hooks, self.tags, self, turn)
+        return turn_id
 
-    async def send(self, name: str, turn: Turn[Any]) -> None:
-        """Queue ``turn`` on the agent called ``name``.
+    async def _hold(self, turn: Turn[Any], due_s: float) -> str:
+        router = _seams.router
+        if router is not None:
+            return await _delayed_router(router).put_at(self.name, turn, due_s)
+        timers = self._timers_made()
+        turn_id = timers.add_delayed(turn, due_s)
+        if self._waiter is not None:
+            _wake_up(self._waiter)  # it may be due before what run() sleeps for
+        return turn_id
+
+    def _timers_made(self) -> Timers:
+        if self._timers is None:
+            object.__setattr__(self, "_timers", Timers())
+        assert self._timers is not None
+        return self._timers
+
+    async def cancel_delayed(self, turn_id: str) -> bool:
+        """Drop the delayed turn ``turn_id`` (from ``put`` / ``send``) before it is due.
+
+        Returns:
+            True if it was dropped; False if unknown, already due (queued) or cancelled.
+        """
+        router = _seams.router
+        if router is not None:
+            return await _delayed_router(router).cancel_delayed(self.name, turn_id)
+        timers = self._timers
+        return timers is not None and timers.cancel(turn_id)
+
+    @property
+    def delayed(self) -> dict[str, tuple[datetime, Turn[Any]]]:
+        """A snapshot of this process's delayed turns: id -> (due time in UTC, turn), in due
+        order (empty under a runtime that holds them elsewhere)."""
+        timers = self._timers
+        if timers is None:
+            return {}
+        return {
+            turn_id: (datetime.fromtimestamp(due_s, UTC), turn)
+            for turn_id, (due_s, turn) in timers.delayed().items()
+        }
+
+    @overload
+    async def send(self, name: str, turn: Turn[Any]) -> None: ...
+    @overload
+    async def send(self, name: str, turn: Turn[Any], *, delay_s: float, at: None = None) -> str: ...
+    @overload
+    async def send(
+        self, name: str, turn: Turn[Any], *, delay_s: None = None, at: datetime | float
+    ) -> str: ...
+    @overload
+    async def send(
+        self,
+        name: str,
+        turn: Turn[Any],
+        *,
+        delay_s: float | None = None,
+        at: datetime | float | None = None,
+    ) -> str | None: ...
+    async def send(
+        self,
+        name: str,
+        turn: Turn[Any],
+        *,
+        delay_s: float | None = None,
+        at: datetime | float | None = None,
+    ) -> str | None:
+        """Queue ``turn`` on the agent called ``name`` (now, or delayed as in ``put``).
+
+        Returns:
+            None, or the delayed turn's id (cancel it on that agent: ``cancel_delayed``).
 
         Raises:
             UnregisteredAgentError: no agent has that name.
         """
         router = _seams.router
         if router is not None and name not in AgentRegistry._agents:
-            await router.put(name, turn)
-            return
-        await AgentRegistry.get(name).put(turn)
+            if delay_s is None and at is None:
+                await router.put(name, turn)
+                return None
+            return await _delayed_router(router).put_at(name, turn, _due_s(delay_s, at))
+        return await AgentRegistry.get(name).put(turn, delay_s=delay_s, at=at)
+
+    # -- schedules -----------------------------------------------------------------------
+
+    def schedule(self, name: str, turn: Turn[Any], schedule: Schedule) -> ScheduleEntry:
+        """Put a copy of ``turn`` on this agent at every tick of ``schedule``.
+
+        In process, ticks fire while ``run()`` is active: each tick that comes due while it
+        runs puts one turn (``BEFORE_PUT`` / ``AFTER_PUT`` fire then); ticks that came due
+        while it was not running or was paused are missed (``schedule.missed`` says what
+        happens). ``run()`` does not end while the agent has schedules: stop it by leaving
+        the loop, or ``unschedule`` the last one. The first tick is the first after now.
+        Declaring a name again replaces that schedule.
+
+        Returns:
+            The entry, also in ``agent.schedules[name]``.
+
+        Raises:
+            ValueError: ``name`` is empty, or the turn's tool is not one of this agent's.
+            TypeError: ``turn`` is not a ``Turn`` or ``schedule`` not a ``Schedule``.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"agent {self.name!r}: a schedule name is a non-empty str, got {name!r}"
+            )
+        if not isinstance(turn, Turn):
+            raise TypeError(f"agent {self.name!r}: schedule {name!r} needs a Turn, got {turn!r}")
+        if not isinstance(schedule, Schedule):
+            raise TypeError(
+                f"agent {self.name!r}: schedule {name!r} needs a Schedule (Schedule.every(...) "
+                f"or Schedule.cron(...)), got {schedule!r}"
+            )
+        if turn.tool not in self._tool_set:
+            raise ValueError(
+                f"agent {self.name!r}: schedule {name!r}: agent cannot run tool "
+                f"{turn.tool.__name__!r}; its tools: {sorted(t.__name__ for t in self.tools)}"
+            )
+        entry = ScheduleEntry(name, schedule, turn)
+        self._timers_made().add_schedule(entry, _time())
+        if self._waiter is not None:
+            _wake_up(self._waiter)
+        return entry
+
+    def unschedule(self, name: str) -> bool:
+        """Stop the schedule ``name``; True if there was one (turns already put stay queued)."""
+        timers = self._timers
+        removed = timers is not None and timers.remove_schedule(name)
+        if removed and self._waiter is not None:
+            _wake_up(self._waiter)
+        return removed
+
+    @property
+    def schedules(self) -> Mapping[str, ScheduleEntry]:
+        """The agent's schedules by name (a read-only, live view)."""
+        timers = self._timers
+        return _NO_SCHEDULES if timers is None else MappingProxyType(timers.entries)
 
     # -- running -------------------------------------------------------------------------
 
@@ -200,11 +397,20 @@ class Agent:
         if self._running:
             raise SafeExecutionError(f"agent {self.name!r} is already running")
         object.__setattr__(self, "_running", True)
+        object.__setattr__(self, "_active_since_s", _time())
         queue = self._queue
         try:
             # The pause gate holds only a turn that is waiting: with nothing queued, run()
-            # ends even while paused (as in 0.7.0), and no ON_PAUSE fires.
-            while queue:
+            # ends even while paused (as in 0.7.0), and no ON_PAUSE fires; with delayed
+            # turns or schedules pending it sleeps until the next is due.
+            while True:
+                if self._timers is not None:
+                    await self._release_due()
+                if not queue:
+                    if not self._timers:
+                        return
+                    await self._sleep_until_due()
+                    continue
                 if self._paused:
                     await self._wait_at_gate()
                 # run_turn() inlined (keep the two in step): iterating it from here cost one
@@ -213,7 +419,7 @@ class Agent:
                 if hooks or _G_BEFORE_TURN:  # before the turn is taken, as in 0.7.0
                     await fire(AgentHook.BEFORE_TURN, hooks, self.tags, self)
                     if not queue:  # a BEFORE_TURN hook emptied the queue
-                        return
+                        continue
                 turn = queue.popleft()
                 object.__setattr__(self, "_current_turn", turn)
                 context = (self.context_queue, self.context_pool)
@@ -242,6 +448,42 @@ class Agent:
         finally:
             object.__setattr__(self, "_running", False)
             object.__setattr__(self, "_current_turn", None)
+
+    async def _release_due(self) -> None:
+        """Queue the delayed turns and schedule ticks that are due (put hooks for ticks)."""
+        timers = self._timers
+        assert timers is not None
+        now_s = _time()
+        if timers.next_due_s() > now_s:
+            return
+        active_since_s = math.inf if self._paused else self._active_since_s
+        due = timers.take_due(now_s, active_since_s)
+        hooks = self.hooks
+        for turn, ticked in due:
+            # A schedule's turn is put at its tick; a delayed turn had its put hooks at put().
+            if ticked and (hooks or _G_BEFORE_PUT):
+                await fire(AgentHook.BEFORE_PUT, hooks, self.tags, self, turn)
+            self._queue.append(turn)
+            if ticked and (hooks or _G_AFTER_PUT):
+                await fire(AgentHook.AFTER_PUT, hooks, self.tags, self, turn)
+
+    async def _sleep_until_due(self) -> None:
+        """Sleep until the next timer is due, or until a put, cancel or schedule change."""
+        timers = self._timers
+        assert timers is not None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        object.__setattr__(self, "_waiter", waiter)
+        due_s = timers.next_due_s()
+        handle = None
+        if due_s != math.inf:
+            handle = loop.call_later(max(due_s - _time(), 0.0), _wake_up, waiter)
+        try:
+            await waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
+            object.__setattr__(self, "_waiter", None)
 
     async def run_turn(self, turn: Turn[Any]) -> AsyncGenerator[tuple[Turn[Any], Any], None]:
         """Run one turn (not taken from the queue) with this agent's hooks and context.
@@ -307,7 +549,12 @@ class Agent:
         self._resumed.clear()
 
     def resume(self) -> None:
-        """Release the gate. Idempotent. ``ON_RESUME`` fires when a held loop moves on."""
+        """Release the gate. Idempotent. ``ON_RESUME`` fires when a held loop moves on.
+
+        Schedule ticks that came due while paused are missed (see ``Missed``).
+        """
+        if self._paused:
+            object.__setattr__(self, "_active_since_s", _time())
         object.__setattr__(self, "_paused", False)
         self._resumed.set()
 
@@ -460,6 +707,16 @@ class Agent:
     on_complete = InstanceHook(
         TurnHook.ON_COMPLETE, "(turn, stop_reason) on every turn it runs", "turn_hooks"
     )
+
+
+def _delayed_router(router: _seams.Router) -> _seams.DelayedRouter:
+    """``router`` as a router that holds delayed turns (``NotImplementedError`` if it can't)."""
+    if not (hasattr(router, "put_at") and hasattr(router, "cancel_delayed")):
+        raise NotImplementedError(
+            f"this runtime's router ({type(router).__name__}) does not take delayed turns "
+            "(no put_at / cancel_delayed)"
+        )
+    return router  # type: ignore[return-value]  # checked just above
 
 
 def _check_tool(agent: str, item: object) -> None:

@@ -78,6 +78,10 @@ class ToolHook(str, enum.Enum):  # noqa: UP042 (see above)
     ON_YIELD = "on_yield"
     AFTER_INVOKE = "after_invoke"
     ON_ERROR = "on_error"
+    #: A failed attempt of a tool with a ``retry`` policy will be retried: fired before the
+    #: backoff wait with keywords ``attempt`` (the attempt that failed, from 1), ``exc`` (its
+    #: error), ``delay_s`` (the wait before the next attempt) and ``tool``.
+    ON_RETRY = "on_retry"
 
 
 class ContextQueueHook(str, enum.Enum):  # noqa: UP042 (see above)

@@ -1,0 +1,130 @@
+"""An agent's timers in process: its delayed turns (held until due) and its schedules (with
+the next tick of each), and which of them are due at a given time, in due order.
+
+The agent owns one ``Timers`` once it has a delayed turn or a schedule; ``agent.run()`` asks
+it for due turns at the top of each iteration and sleeps until ``next_due_s()`` when its
+queue is empty. Times are seconds since the Unix epoch (``time.time()``): a delay or an
+absolute time (``at=``) and a cron tick all live on the wall clock. A wall-clock jump moves
+what is due with it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+from pygents.schedule import Missed, ScheduleEntry
+
+if TYPE_CHECKING:
+    from pygents.turn import Turn
+
+__all__ = ["Timers"]
+
+
+class _Ticking:
+    """A schedule entry and the due time of its next tick."""
+
+    __slots__ = ("entry", "next_due_s")
+
+    def __init__(self, entry: ScheduleEntry, next_due_s: float) -> None:
+        self.entry = entry
+        self.next_due_s = next_due_s
+
+
+class Timers:
+    """Delayed turns (by id) and schedules (by name) of one agent."""
+
+    __slots__ = ("_delayed", "_heap", "_seq", "entries", "ticking")
+
+    def __init__(self) -> None:
+        self._delayed: dict[str, tuple[float, Turn[Any]]] = {}
+        # (due_s, seq, id): seq keeps turns due at the same time in put order. Cancelled ids
+        # stay in the heap until they reach its top (their entry is gone from _delayed).
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self.ticking: dict[str, _Ticking] = {}
+        #: name -> entry; the agent hands out a read-only view of it.
+        self.entries: dict[str, ScheduleEntry] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._delayed or self.ticking)
+
+    # -- delayed turns -----------------------------------------------------------------
+
+    def add_delayed(self, turn: Turn[Any], due_s: float) -> str:
+        """Hold ``turn`` until ``due_s``; returns its id."""
+        turn_id = os.urandom(8).hex()
+        self._delayed[turn_id] = (due_s, turn)
+        self._seq += 1
+        heapq.heappush(self._heap, (due_s, self._seq, turn_id))
+        return turn_id
+
+    def cancel(self, turn_id: str) -> bool:
+        """Drop the delayed turn ``turn_id``; False if unknown (or already due)."""
+        return self._delayed.pop(turn_id, None) is not None
+
+    def delayed(self) -> dict[str, tuple[float, Turn[Any]]]:
+        """A snapshot: id -> (due_s, turn), in due order."""
+        return {i: self._delayed[i] for _, _, i in sorted(self._heap) if i in self._delayed}
+
+    # -- schedules -----------------------------------------------------------------------
+
+    def add_schedule(self, entry: ScheduleEntry, now_s: float) -> None:
+        """Start (or replace) ``entry``; its first tick is the first one after ``now_s``."""
+        self.entries[entry.name] = entry
+        self.ticking[entry.name] = _Ticking(entry, entry.schedule.next_after_s(now_s))
+
+    def remove_schedule(self, name: str) -> bool:
+        """Stop the schedule ``name``; False if there is none."""
+        self.entries.pop(name, None)
+        return self.ticking.pop(name, None) is not None
+
+    # -- due -------------------------------------------------------------------------------
+
+    def next_due_s(self) -> float:
+        """When the next delayed turn or tick is due (``inf``: nothing pending)."""
+        heap = self._heap
+        while heap and heap[0][2] not in self._delayed:
+            heapq.heappop(heap)  # cancelled
+        due = heap[0][0] if heap else math.inf
+        for ticking in self.ticking.values():
+            due = min(due, ticking.next_due_s)
+        return due
+
+    def take_due(self, now_s: float, active_since_s: float) -> list[tuple[Turn[Any], bool]]:
+        """The turns due at ``now_s``, in due order (ties: delayed turns in put order, then
+        schedules by name), removed from the timers; each with True if a schedule's tick.
+
+        A tick due before ``active_since_s`` (when the agent last started running or
+        resumed) is missed: ``Missed.SKIP`` drops it, ``Missed.RUN_ONCE`` puts one turn
+        for all the missed ticks of that schedule.
+        """
+        due: list[tuple[float, int, Turn[Any], bool]] = []
+        heap, delayed = self._heap, self._delayed
+        while heap and heap[0][0] <= now_s:
+            due_s, seq, turn_id = heapq.heappop(heap)
+            held = delayed.pop(turn_id, None)
+            if held is not None:
+                due.append((due_s, seq, held[1], False))
+        order = self._seq
+        for name in sorted(self.ticking):
+            ticking = self.ticking[name]
+            if ticking.next_due_s > now_s:
+                continue
+            schedule = ticking.entry.schedule
+            if ticking.next_due_s < active_since_s:
+                missed_at = ticking.next_due_s
+                # Jump past every missed tick at once: a schedule idle for a day must not
+                # step through a day of ticks.
+                ticking.next_due_s = schedule.next_after_s(active_since_s)
+                if schedule.missed is Missed.RUN_ONCE:
+                    order += 1
+                    due.append((missed_at, order, ticking.entry.turn.copy(), True))
+            while ticking.next_due_s <= now_s:
+                order += 1
+                due.append((ticking.next_due_s, order, ticking.entry.turn.copy(), True))
+                ticking.next_due_s = schedule.next_after_s(ticking.next_due_s)
+        due.sort(key=lambda item: (item[0], item[1]))
+        return [(turn, ticked) for _, _, turn, ticked in due]
