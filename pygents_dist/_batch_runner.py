@@ -246,9 +246,9 @@ class BatchRunner:
             await self._execute(agent, turn_id, turn, reply_index, commit)
         finally:
             _trace.current.reset(trace_token)
-        detail = self._exhausted.pop(agent, None)
-        if detail is not None:  # kept for `pygents dlq replay`; the caller got the error
-            await self._dead(agent, fields, DeadLetterReason.RETRIES_EXHAUSTED, detail)
+        exhausted = self._exhausted.pop(agent, None)
+        if exhausted is not None:  # kept for `pygents dlq replay`; the caller got the error
+            await self._dead(agent, fields, DeadLetterReason.RETRIES_EXHAUSTED, exhausted)
 
     async def _execute(
         self, agent: str, turn_id: str, turn: Turn[Any], reply_index: int, commit: Commit

@@ -71,13 +71,13 @@ from pygents_dist import (
 )
 from pygents_dist._agent_server import AgentServer
 from pygents_dist._batch_runner import BatchRunner
+from pygents_dist._concurrency import RedisSlots
 from pygents_dist._context_store import ContextStore
 from pygents_dist._held_leases import HeldLeases
 from pygents_dist._keys import check_agent_name
-from pygents_dist._concurrency import RedisSlots
 from pygents_dist._lock import RedisLocks
-from pygents_dist._rate_limit import RedisRateGate
 from pygents_dist._log import current_worker
+from pygents_dist._rate_limit import RedisRateGate
 from pygents_dist._routing import Router
 from pygents_dist._scheduler import Scheduler
 from pygents_dist._served_agents import ServedAgents, describe, observe

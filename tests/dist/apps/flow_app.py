@@ -13,7 +13,7 @@ import time
 import redis.exceptions
 from app_store import app_key, store
 
-from pygents import Agent, tool
+from pygents import Agent, Backoff, Rate, Retry, tool
 
 
 @tool
@@ -33,3 +33,69 @@ async def record(tag: str) -> str:
 Agent("clock", "delayed turns and schedules", [record])
 for i in range(4):
     Agent(f"clock{i}", "delayed turns of many agents", [record])
+
+
+# -- retries -----------------------------------------------------------------------------------
+
+
+async def _attempt(key: str) -> int:
+    """Count an attempt of ``key`` and log it: ``attempt <key>:<n> <pid> <time>``."""
+    n = int(await store().incr(app_key(f"attempts:{key}")))
+    await store().rpush(app_key("log"), f"attempt:{key}:{n} {os.getpid()} {time.time():.6f}")
+    return n
+
+
+@tool(retry=Retry(attempts=4, on=(ValueError,), backoff=Backoff.fixed(0.3)))
+async def flaky(key: str, fails: int) -> int:
+    """Fail the first ``fails`` attempts of ``key`` with ValueError; the attempt that passed."""
+    n = await _attempt(key)
+    if n <= fails:
+        raise ValueError(f"{key}: attempt {n} fails")
+    return n
+
+
+@tool(retry=Retry(attempts=3, on=(ValueError,), backoff=Backoff.fixed(2.0)))
+async def slow_flaky(key: str, fails: int) -> int:
+    """``flaky`` with a two-second backoff (long enough to kill a worker during it)."""
+    n = await _attempt(key)
+    if n <= fails:
+        raise ValueError(f"{key}: attempt {n} fails")
+    return n
+
+
+@tool(retry=Retry(attempts=3, on=(ValueError,), backoff=Backoff.fixed(0.1)))
+async def doomed(key: str) -> None:
+    """Fail every attempt."""
+    n = await _attempt(key)
+    raise ValueError(f"{key}: attempt {n} fails")
+
+
+@tool(retry=Retry(attempts=3, on=(ValueError,), backoff=Backoff.fixed(0.1)))
+async def wrong_type(key: str) -> None:
+    """Fail with an error the retry does not cover: no retry."""
+    await _attempt(key)
+    raise KeyError(key)
+
+
+Agent("retrier", "retries", [flaky, slow_flaky, doomed, wrong_type, record])
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+@tool(rate=Rate(calls=10, per_s=1.0, burst=2))
+async def limited(tag: str) -> None:
+    """At most 10 calls a second, 2 at once, across workers: log when it started."""
+    await store().rpush(app_key("rate"), f"{tag} {os.getpid()} {time.time():.6f}")
+
+
+@tool(concurrency=2)
+async def pooled(tag: str, hold_s: float) -> None:
+    """At most 2 runs at once across workers: log entering and leaving."""
+    await store().rpush(app_key("pool"), f"in {tag} {os.getpid()} {time.time():.6f}")
+    await asyncio.sleep(hold_s)
+    await store().rpush(app_key("pool"), f"out {tag} {os.getpid()} {time.time():.6f}")
+
+
+for i in range(6):
+    Agent(f"lim{i}", "rate and concurrency limits", [limited, pooled])
