@@ -15,9 +15,20 @@ from types import TracebackType
 from typing import Any
 
 from pygents.registry import HookRegistry
+from pygents.schedule import Missed, Schedule
 from pygents.turn import Turn
-from pygents_dist import _control, _directory, _replies, _streams, _timers, _trace, _wire
+from pygents_dist import (
+    _control,
+    _directory,
+    _replies,
+    _schedules,
+    _streams,
+    _timers,
+    _trace,
+    _wire,
+)
 from pygents_dist._replies import ReplyKind
+from pygents_dist._schedules import ScheduleInfo
 from pygents_dist._transport import Entry, Transport
 from pygents_dist.errors import (
     UnknownAgentError,
@@ -376,6 +387,73 @@ class Client:
         outcome = await _control.forget(self.transport, agent, force)
         self._known.discard(agent)
         return outcome == _control.ForgetOutcome.FORGOTTEN
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def add_schedule(
+        self,
+        agent: str,
+        name: str,
+        tool: str,
+        schedule: Schedule | str,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timeout: float = 60.0,
+        missed: Missed | str | None = None,
+        paused: bool = False,
+    ) -> ScheduleInfo:
+        """Send ``tool`` to ``agent`` at every tick of ``schedule`` (a ``Schedule``, or its
+        text: ``"every 30s"``, ``"*/5 * * * *"``; UTC), stored in Redis: every worker fires
+        it, each tick exactly once. ``missed`` overrides the schedule's policy for ticks
+        missed while no worker ran. Adding a name again replaces that schedule (its next
+        tick is the first after now).
+
+        Raises:
+            UnknownAgentError: no worker has declared ``agent``.
+            ValueError: a malformed schedule or name, or ``tool`` is not one of the agent's
+                tools (the message names the field).
+            PayloadError: an argument cannot be sent.
+        """
+        _schedules.check_schedule_name(name)
+        if isinstance(schedule, str):
+            schedule = Schedule.parse(schedule)
+        if not isinstance(schedule, Schedule):
+            raise ValueError(f"schedule {name!r}: schedule must be a Schedule or its text")
+        if missed is not None:
+            schedule = Schedule.parse(str(schedule), missed=Missed(missed))
+        await self._check_agent(agent)
+        tools = await _schedules.tools_of(self.transport, agent)
+        if tools is not None and tool not in tools:
+            raise ValueError(
+                f"schedule {name!r}: agent {agent!r} has no tool {tool!r}; its tools: "
+                f"{', '.join(tools)}"
+            )
+        # Checked as a turn now, so a tick never meets arguments it cannot send.
+        self._envelope(agent, tool, args, kwargs, timeout, False, None)
+        stored = _schedules.spec(schedule, tool, args=args, kwargs=kwargs, timeout=timeout)
+        await _schedules.put(self.transport, agent, name, stored, paused=paused)
+        for info in await _schedules.listing(self.transport, agent):
+            if info.name == name:
+                return info
+        raise UnknownAgentError(f"schedule {name!r} of {agent!r} vanished as it was added")
+
+    async def schedules(self, agent: str | None = None) -> list[ScheduleInfo]:
+        """The stored schedules (of ``agent``), by next tick; paused ones last."""
+        return await _schedules.listing(self.transport, agent)
+
+    async def pause_schedule(self, agent: str, name: str) -> bool:
+        """Pause a schedule on every worker; False if there is none."""
+        return await _schedules.pause(self.transport, agent, name)
+
+    async def resume_schedule(self, agent: str, name: str) -> bool:
+        """Resume a paused schedule from its first tick after now; False if there is none."""
+        return await _schedules.resume(self.transport, agent, name)
+
+    async def remove_schedule(self, agent: str, name: str) -> bool:
+        """Remove a schedule; False if there was none. A schedule declared in the agents'
+        module comes back when a worker starts, unless removed from the module too."""
+        return await _schedules.remove(self.transport, agent, name)
 
     async def agents(self) -> list[str]:
         """Names of every declared agent."""

@@ -66,6 +66,7 @@ from pygents_dist import (
     _leases,
     _metrics,
     _retries,
+    _schedules,
     _streams,
     _wire,
 )
@@ -80,6 +81,7 @@ from pygents_dist._log import current_worker
 from pygents_dist._rate_limit import RedisRateGate
 from pygents_dist._routing import Router
 from pygents_dist._scheduler import Scheduler
+from pygents_dist._schedules import ScheduleLoop
 from pygents_dist._served_agents import ServedAgents, describe, observe
 from pygents_dist._settings import WorkerSettings
 from pygents_dist._timers import TimerLoop
@@ -187,6 +189,10 @@ class Worker:
         self.metrics.active = lambda: len(self._scheduler.active)
         #: Moves due delayed turns (any agent's) into their streams.
         self.timers = TimerLoop(self.transport)
+        #: Fires due schedule ticks (any agent's).
+        self.schedules = ScheduleLoop(
+            self.transport, settings.limits, settings.secrets[0] if settings.secrets else None
+        )
 
     def sign(self, data: bytes) -> bytes:
         """The signature follow-ups and sends carry (empty when signing is off)."""
@@ -227,6 +233,7 @@ class Worker:
                 asyncio.create_task(self._maintenance_loop(), name="maintenance"),
                 asyncio.create_task(self._cancel_loop(), name="cancel"),
                 asyncio.create_task(self.timers.run(), name="timers"),
+                asyncio.create_task(self.schedules.run(), name="schedules"),
             ]
             await self._stopping.wait()
             # Take no new turns, but keep heartbeats, lease renewal and cancels going while
@@ -297,6 +304,7 @@ class Worker:
     async def _declare(self) -> None:
         declared = self.agents.declared
         await _directory.declare(self.transport, {n: describe(a) for n, a in declared.items()})
+        await _schedules.declare(self.transport, declared.values())
         await _control.heartbeat(
             self.transport, self.id, self._info(), self._heartbeat_ttl(), create=True
         )
