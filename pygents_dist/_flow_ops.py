@@ -14,7 +14,8 @@ from typing import Any
 
 from pygents_dist import _timers
 from pygents_dist._client import Client
-from pygents_dist._ops import UsageError, emit
+from pygents_dist._ops import UsageError, emit, parse_json_arguments
+from pygents_dist._schedules import ScheduleInfo
 
 __all__ = ["COMMANDS", "add_parsers", "add_send_options", "parse_duration_s", "run"]
 
@@ -88,12 +89,99 @@ def add_parsers(sub: Any, as_json: argparse.ArgumentParser) -> None:
     cancel.add_argument("agent")
     cancel.add_argument("turn_id")
 
+    schedules = sub.add_parser(
+        "schedules",
+        help="schedules: list, add, pause, resume, rm",
+        description="Periodic turns stored in Redis: every worker fires them, each tick once "
+        "(UTC). SPEC is 'every 30s' (any duration: 250ms, 5m, 2h) or a five-field cron "
+        "expression ('*/5 * * * *', '@hourly').",
+    )
+    sched_sub = schedules.add_subparsers(dest="action", required=True)
+    sched_sub.add_parser(
+        "list", parents=[as_json], help="every schedule and its next tick"
+    ).add_argument("--agent", help="only this agent's")
+    add = sched_sub.add_parser("add", parents=[as_json], help="add or replace a schedule")
+    add.add_argument("agent")
+    add.add_argument("name")
+    add.add_argument("tool")
+    add.add_argument("spec", metavar="SPEC", help="'every 30s' or a cron expression")
+    add.add_argument("--kwargs", default="{}", help="JSON object of arguments")
+    add.add_argument("--args", default="[]", help="JSON array of positional arguments")
+    add.add_argument("--timeout", type=float, default=60.0, help="turn timeout in seconds")
+    add.add_argument(
+        "--missed",
+        choices=["skip", "run_once"],
+        default="skip",
+        help="ticks missed while no worker ran: skip them, or run once (skip)",
+    )
+    add.add_argument("--paused", action="store_true", help="add it paused")
+    for name, text in (
+        ("pause", "pause a schedule on every worker"),
+        ("resume", "resume it from its next tick"),
+        ("rm", "remove a schedule"),
+    ):
+        action = sched_sub.add_parser(name, parents=[as_json], help=text)
+        action.add_argument("agent")
+        action.add_argument("name")
+
 
 async def run(client: Client, ns: argparse.Namespace) -> int:
     """Run a ``delayed`` or ``schedules`` command; the exit code."""
     if ns.command == "delayed":
         return await _delayed(client, ns)
-    raise UsageError(f"unknown command {ns.command!r}")
+    return await _schedules_command(client, ns)
+
+
+def _every_spec(text: str) -> str:
+    """``every <duration>`` with the duration in seconds, as ``Schedule.parse`` reads it."""
+    if text.strip().startswith("every "):
+        seconds = parse_duration_s(text.strip().removeprefix("every "), "SPEC")
+        return f"every {seconds:g}s"
+    return text
+
+
+def schedule_rows(infos: list[ScheduleInfo]) -> str:
+    """Schedules as a table (``schedules list``, ``status``)."""
+    lines = [f"{'AGENT':<20} {'NAME':<20} {'SCHEDULE':<18} {'NEXT (UTC)':<24} TOOL"]
+    for info in infos:
+        due = "paused" if info.next_due is None else info.next_due.isoformat(timespec="seconds")
+        lines.append(f"{info.agent:<20} {info.name:<20} {info.schedule:<18} {due:<24} {info.tool}")
+    return "\n".join(lines) if infos else "(no schedules)"
+
+
+async def _schedules_command(client: Client, ns: argparse.Namespace) -> int:
+    if ns.action == "list":
+        infos = await client.schedules(ns.agent)
+        emit(ns.json, [i.as_dict() for i in infos], schedule_rows(infos))
+        return 0
+    if ns.action == "add":
+        args, kwargs = parse_json_arguments(ns)
+        try:
+            info = await client.add_schedule(
+                ns.agent,
+                ns.name,
+                ns.tool,
+                _every_spec(ns.spec),
+                args=args,
+                kwargs=kwargs,
+                timeout=ns.timeout,
+                missed=ns.missed,
+                paused=ns.paused,
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        emit(ns.json, info.as_dict(), schedule_rows([info]))
+        return 0
+    act = {
+        "pause": client.pause_schedule,
+        "resume": client.resume_schedule,
+        "rm": client.remove_schedule,
+    }[ns.action]
+    if not await act(ns.agent, ns.name):
+        raise UsageError(f"{ns.agent} has no schedule {ns.name!r}")
+    done = {"pause": "paused", "resume": "resumed", "rm": "removed"}[ns.action]
+    emit(ns.json, {"agent": ns.agent, "name": ns.name, done: True}, f"{ns.name}: {done}")
+    return 0
 
 
 async def _delayed(client: Client, ns: argparse.Namespace) -> int:
