@@ -21,6 +21,7 @@ import uuid
 from types import TracebackType
 from typing import Any
 
+from pygents_dist._scripts import COMMAND
 from pygents_dist._transport import Transport
 
 __all__ = ["RedisSlots", "release_slot", "take_slot"]
@@ -38,12 +39,14 @@ async def take_slot(
     ``renew``, extend the one it holds); False if none is free (or it lost its slot)."""
     key = transport.keys.slots(tool)
     args = [token, limit, lease_ms, "1" if renew else "0"]
-    return bool(await transport.scripts.run_one("slots_take", [key], args))
+    # Coalesced: the calls of many agents' turns at the same moment share one pipeline.
+    (got,) = await transport.scripts.coalesced([("slots_take", [key], args)])
+    return bool(got)
 
 
 async def release_slot(transport: Transport, tool: str, token: str) -> None:
     """Give ``token``'s slot of ``tool`` back (only that holder's)."""
-    await transport.execute([("ZREM", transport.keys.slots(tool), token)], "slots")
+    await transport.scripts.coalesced([(COMMAND, ["ZREM", transport.keys.slots(tool), token], [])])
 
 
 class RedisSlots:

@@ -28,7 +28,8 @@ async def take_slot(transport: Transport, tool: str, interval_ms: float, burst: 
     """Reserve the next call of ``tool`` allowed by a limit of one call per ``interval_ms``
     with ``burst`` at once; the ms to wait before making it (0: at once)."""
     key = transport.keys.rate(tool)
-    got = await transport.scripts.run_one("rate", [key], [repr(float(interval_ms)), burst])
+    # Coalesced: the calls of many agents' turns at the same moment share one pipeline.
+    (got,) = await transport.scripts.coalesced([("rate", [key], [repr(float(interval_ms)), burst])])
     return int(got)
 
 
