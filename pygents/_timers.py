@@ -36,7 +36,7 @@ class _Ticking:
 class Timers:
     """Delayed turns (by id) and schedules (by name) of one agent."""
 
-    __slots__ = ("_delayed", "_heap", "_seq", "entries", "ticking")
+    __slots__ = ("_delayed", "_heap", "_next_tick_s", "_seq", "entries", "ticking")
 
     def __init__(self) -> None:
         self._delayed: dict[str, tuple[float, Turn[Any]]] = {}
@@ -45,6 +45,9 @@ class Timers:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self.ticking: dict[str, _Ticking] = {}
+        # The earliest next tick of all schedules, kept up to date so that run() can check
+        # for due work before every turn without looking at each schedule.
+        self._next_tick_s = math.inf
         #: name -> entry; the agent hands out a read-only view of it.
         self.entries: dict[str, ScheduleEntry] = {}
 
@@ -75,11 +78,14 @@ class Timers:
         """Start (or replace) ``entry``; its first tick is the first one after ``now_s``."""
         self.entries[entry.name] = entry
         self.ticking[entry.name] = _Ticking(entry, entry.schedule.next_after_s(now_s))
+        self._next_tick_s = min((t.next_due_s for t in self.ticking.values()), default=math.inf)
 
     def remove_schedule(self, name: str) -> bool:
         """Stop the schedule ``name``; False if there is none."""
         self.entries.pop(name, None)
-        return self.ticking.pop(name, None) is not None
+        removed = self.ticking.pop(name, None) is not None
+        self._next_tick_s = min((t.next_due_s for t in self.ticking.values()), default=math.inf)
+        return removed
 
     # -- due -------------------------------------------------------------------------------
 
@@ -89,17 +95,15 @@ class Timers:
         while heap and heap[0][2] not in self._delayed:
             heapq.heappop(heap)  # cancelled
         due = heap[0][0] if heap else math.inf
-        for ticking in self.ticking.values():
-            due = min(due, ticking.next_due_s)
-        return due
+        return min(due, self._next_tick_s)
 
     def take_due(self, now_s: float, active_since_s: float) -> list[tuple[Turn[Any], bool]]:
         """The turns due at ``now_s``, in due order (ties: delayed turns in put order, then
         schedules by name), removed from the timers; each with True if a schedule's tick.
 
         A tick due before ``active_since_s`` (when the agent last started running or
-        resumed) is missed: ``Missed.SKIP`` drops it, ``Missed.RUN_ONCE`` puts one turn
-        for all the missed ticks of that schedule.
+        resumed; ``inf`` while paused) is missed: ``Missed.SKIP`` drops it,
+        ``Missed.RUN_ONCE`` puts one turn for all the missed ticks of that schedule.
         """
         due: list[tuple[float, int, Turn[Any], bool]] = []
         heap, delayed = self._heap, self._delayed
@@ -109,6 +113,8 @@ class Timers:
             if held is not None:
                 due.append((due_s, seq, held[1], False))
         order = self._seq
+        if self._next_tick_s > now_s:
+            return [(turn, False) for _, _, turn, _ in due]
         for name in sorted(self.ticking):
             ticking = self.ticking[name]
             if ticking.next_due_s > now_s:
@@ -118,7 +124,7 @@ class Timers:
                 missed_at = ticking.next_due_s
                 # Jump past every missed tick at once: a schedule idle for a day must not
                 # step through a day of ticks.
-                ticking.next_due_s = schedule.next_after_s(active_since_s)
+                ticking.next_due_s = schedule.next_after_s(min(active_since_s, now_s))
                 if schedule.missed is Missed.RUN_ONCE:
                     order += 1
                     due.append((missed_at, order, ticking.entry.turn.copy(), True))
@@ -126,5 +132,6 @@ class Timers:
                 order += 1
                 due.append((ticking.next_due_s, order, ticking.entry.turn.copy(), True))
                 ticking.next_due_s = schedule.next_after_s(ticking.next_due_s)
+        self._next_tick_s = min((t.next_due_s for t in self.ticking.values()), default=math.inf)
         due.sort(key=lambda item: (item[0], item[1]))
         return [(turn, ticked) for _, _, turn, ticked in due]

@@ -220,25 +220,38 @@ class Agent:
                 negative, ``at`` is a naive datetime, or both are given.
             NotImplementedError: delayed, under a runtime whose router cannot hold turns.
         """
+        if delay_s is not None or at is not None:
+            return await self._put_later(turn, _due_s(delay_s, at))
         if turn.tool not in self._tool_set:
-            names = sorted(t.__name__ for t in self.tools)
-            raise ValueError(
-                f"agent {self.name!r} cannot run tool {turn.tool.__name__!r}; its tools: {names}"
-            )
-        due_s = None if delay_s is None and at is None else _due_s(delay_s, at)
+            raise self._foreign_tool(turn)
         hooks = self.hooks
         if hooks or _G_BEFORE_PUT:
             await fire(AgentHook.BEFORE_PUT, hooks, self.tags, self, turn)
         router = _seams.router
-        turn_id = None
-        if due_s is not None:
-            turn_id = await self._hold(turn, due_s)
-        elif router is None:
+        if router is None:
             self._queue.append(turn)
-            if self._waiter is not None:
+            if self._waiter is not None:  # run() sleeps until a timer is due: wake it
                 _wake_up(self._waiter)
         else:
             await router.put(self.name, turn)
+        if hooks or _G_AFTER_PUT:
+            await fire(AgentHook.AFTER_PUT, hooks, self.tags, self, turn)
+        return None
+
+    def _foreign_tool(self, turn: Turn[Any]) -> ValueError:
+        names = sorted(t.__name__ for t in self.tools)
+        return ValueError(
+            f"agent {self.name!r} cannot run tool {turn.tool.__name__!r}; its tools: {names}"
+        )
+
+    async def _put_later(self, turn: Turn[Any], due_s: float) -> str:
+        """``put`` of a delayed turn: put hooks now, the turn held until ``due_s``."""
+        if turn.tool not in self._tool_set:
+            raise self._foreign_tool(turn)
+        hooks = self.hooks
+        if hooks or _G_BEFORE_PUT:
+            await fire(AgentHook.BEFORE_PUT, hooks, self.tags, self, turn)
+        turn_id = await self._hold(turn, due_s)
         if hooks or _G_AFTER_PUT:
             await fire(AgentHook.AFTER_PUT, hooks, self.tags, self, turn)
         return turn_id
@@ -269,7 +282,10 @@ class Agent:
         if router is not None:
             return await _delayed_router(router).cancel_delayed(self.name, turn_id)
         timers = self._timers
-        return timers is not None and timers.cancel(turn_id)
+        cancelled = timers is not None and timers.cancel(turn_id)
+        if cancelled and self._waiter is not None:
+            _wake_up(self._waiter)  # run() may now have nothing left to wait for
+        return cancelled
 
     @property
     def delayed(self) -> dict[str, tuple[datetime, Turn[Any]]]:

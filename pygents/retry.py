@@ -178,6 +178,10 @@ class Retry:
     backoff: Backoff = field(default_factory=Backoff.exponential)
     attempt_timeout_s: float | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.on, type):  # on=ValueError is on=(ValueError,)
+            object.__setattr__(self, "on", (self.on,))
+
     @property
     def on_types(self) -> tuple[type[BaseException], ...]:
         """``on`` as a tuple (a single type given as ``on=ValueError`` included)."""

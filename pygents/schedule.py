@@ -140,8 +140,13 @@ class Schedule:
         """The first tick strictly after ``t_s`` (seconds since the epoch), as epoch seconds."""
         every_s = self.every_s
         if every_s is not None:
-            tick = (math.floor(t_s / every_s) + 1) * every_s
-            return tick if tick > t_s else tick + every_s  # float rounding at a tick
+            # Ticks are k * every_s. A t_s that is (within float rounding) a tick itself, as
+            # the previous tick is, must give the next k: floor() alone may land on k - 1 or
+            # give a tick a hair after t_s, which would fire one tick twice.
+            k = round(t_s / every_s)
+            if abs(k * every_s - t_s) > min(1e-6, every_s / 1000):
+                k = math.floor(t_s / every_s)
+            return (k + 1) * every_s
         return self.next_after(datetime.fromtimestamp(t_s, UTC)).timestamp()
 
     def next_after(self, t: datetime) -> datetime:
