@@ -130,6 +130,9 @@ class BatchRunner:
             resumed = await _retries.attempts(self._transport, agent)
             if resumed is not None:
                 self._resuming[agent] = resumed
+        # Only turns run one at a time defer a retry's backoff to Redis (their order is kept
+        # by holding the agent); a parallel agent's turns (tasks copying this) sleep it.
+        defer_token = _retries.deferring.set(slots is None)
         try:
             for index, ((entry_id, fields), flag) in enumerate(zip(entries, flags, strict=True)):
                 if slots is None and time.monotonic() - checked > _PAUSE_CHECK_S:
@@ -187,6 +190,7 @@ class BatchRunner:
             for task in running:
                 task.cancel()
             running_commit.reset(token)
+            _retries.deferring.reset(defer_token)
             self._resuming.pop(agent, None)
         commit.now_ms = int(time.time() * 1000)
         commit.context = self._contexts.changes(agent)
@@ -265,9 +269,6 @@ class BatchRunner:
         cancellable = settings.parallel.get(agent, 1) == 1
         if cancellable:  # parallel turns are cancellable only before they start
             self.running_turn[agent] = turn_id
-        # Only turns run one at a time defer a retry's backoff to Redis (their order is
-        # kept by holding the agent); a parallel agent's turn sleeps it.
-        defer_token = _retries.deferring.set(cancellable)
         resumed = self._resuming.get(agent)
         attempt_token = None
         if resumed is not None and resumed[0] == turn_id:
@@ -331,7 +332,6 @@ class BatchRunner:
                     f"{type(exc).__name__}: {message}"
                 )
         finally:
-            _retries.deferring.reset(defer_token)
             if attempt_token is not None:
                 _seams.retry_attempt.reset(attempt_token)
             if publisher is not None:

@@ -64,7 +64,7 @@ class RedisSlots:
 class HeldSlot:
     """One slot held while a call runs (``RedisSlots``)."""
 
-    __slots__ = ("_limit", "_renewer", "_slots", "_token", "_tool", "waited_s")
+    __slots__ = ("_limit", "_renewer", "_slots", "_timer", "_token", "_tool", "waited_s")
 
     def __init__(self, slots: RedisSlots, tool: str, limit: int) -> None:
         self._slots = slots
@@ -72,6 +72,7 @@ class HeldSlot:
         self._limit = limit
         self._token = uuid.uuid4().hex
         self._renewer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         #: Seconds spent waiting for the slot.
         self.waited_s = 0.0
 
@@ -83,12 +84,17 @@ class HeldSlot:
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, _LAST_WAIT_S)
         self.waited_s = time.monotonic() - started
+        # Most calls end long before their first renewal is due: start renewing only then
+        # (a timer costs far less than a task per call).
+        self._timer = asyncio.get_running_loop().call_later(lease_ms / 3000, self._start_renewing)
+
+    def _start_renewing(self) -> None:
+        self._timer = None
         self._renewer = asyncio.create_task(self._renew(), name=f"renew slot {self._tool}")
 
     async def _renew(self) -> None:
         transport, lease_ms = self._slots.transport, self._slots.lease_ms
         while True:
-            await asyncio.sleep(lease_ms / 3000)
             try:
                 if not await take_slot(
                     transport, self._tool, self._token, self._limit, lease_ms, renew=True
@@ -97,6 +103,7 @@ class HeldSlot:
                     return
             except Exception as exc:  # keep trying: the lease outlives a short outage
                 _log.warning("tool %s: slot renewal failed: %s", self._tool, exc)
+            await asyncio.sleep(lease_ms / 3000)
 
     async def __aexit__(
         self,
@@ -104,6 +111,8 @@ class HeldSlot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

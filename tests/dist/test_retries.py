@@ -4,6 +4,7 @@ the agent's later turns wait, exhausted attempts are dead-lettered and replayabl
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -96,3 +97,28 @@ async def test_a_worker_killed_during_the_backoff_loses_nothing(
         ("attempt:s:2", second.pid),
     ]
     assert rows[1][2] - rows[0][2] >= 1.95  # the backoff was kept
+
+
+async def test_a_failed_attempt_commits_nothing(
+    start: StartWorker, client: Client, store: aioredis.Redis, app_key
+) -> None:
+    start(target="flow_app")
+    assert await client.call("retrier", "sends_then_fails", kwargs={"key": "f"}) == 2
+    await eventually(lambda: _tags(store, app_key("log"), 3), "the follow-up")
+    await asyncio.sleep(0.3)
+    tags = [tag for tag, _pid, _at in await log(store, app_key("log"))]
+    assert tags == ["attempt:f:1", "attempt:f:2", "fu:f:2"]  # no follow-up of attempt 1
+
+
+async def test_a_tool_puts_a_turn_for_later(
+    start: StartWorker, client: Client, store: aioredis.Redis, app_key
+) -> None:
+    start(target="flow_app")
+    started = time.time()
+    turn_id = await client.call("retrier", "remind_later", kwargs={"tag": "hi", "delay_s": 0.4})
+    assert turn_id
+    await eventually(lambda: _tags(store, app_key("log"), 1), "the delayed turn")
+    [(tag, _pid, at)] = await log(store, app_key("log"))
+    assert tag == "hi" and at - started >= 0.4
+    await asyncio.sleep(0.3)
+    assert await store.llen(app_key("log")) == 1

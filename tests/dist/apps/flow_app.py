@@ -13,7 +13,7 @@ import time
 import redis.exceptions
 from app_store import app_key, store
 
-from pygents import Agent, Backoff, Rate, Retry, tool
+from pygents import Agent, AgentRegistry, Backoff, Rate, Retry, Turn, tool
 
 
 @tool
@@ -77,7 +77,31 @@ async def wrong_type(key: str) -> None:
     raise KeyError(key)
 
 
-Agent("retrier", "retries", [flaky, slow_flaky, doomed, wrong_type, record])
+@tool(retry=Retry(attempts=3, on=(ValueError,), backoff=Backoff.fixed(0.1)))
+async def sends_then_fails(key: str) -> int:
+    """Put a follow-up ``record`` (tag ``fu:<key>:<attempt>``), then fail the first attempt:
+    the failed attempt's follow-up must never run."""
+    n = await _attempt(key)
+    await AgentRegistry.get("retrier").put(Turn(record, kwargs={"tag": f"fu:{key}:{n}"}))
+    if n == 1:
+        raise ValueError(f"{key}: attempt {n} fails")
+    return n
+
+
+@tool
+async def remind_later(tag: str, delay_s: float) -> str:
+    """Put ``record(tag)`` on this agent for ``delay_s`` seconds from now; its turn id."""
+    turn_id = await AgentRegistry.get("retrier").put(
+        Turn(record, kwargs={"tag": tag}), delay_s=delay_s
+    )
+    return str(turn_id)
+
+
+Agent(
+    "retrier",
+    "retries",
+    [flaky, slow_flaky, doomed, wrong_type, sends_then_fails, remind_later, record],
+)
 
 
 # -- limits ------------------------------------------------------------------------------------
