@@ -3,6 +3,7 @@ limit plus the burst, and never more than N runs at once, holders SIGKILLed incl
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 
@@ -10,7 +11,7 @@ import redis.asyncio as aioredis
 
 from pygents_dist import Client
 from tests.dist.conftest import StartWorker
-from tests.dist.helpers import eventually
+from tests.dist.helpers import eventually, start_together
 
 
 async def test_a_rate_limit_holds_across_three_workers(
@@ -42,18 +43,19 @@ async def test_a_concurrency_limit_holds_across_three_workers_with_holders_kille
 ) -> None:
     served = [f"lim{2 * i},lim{2 * i + 1}" for i in range(3)]
     workers = [start("--agents", agents, target="flow_app") for agents in served]
-    calls = 24
+    calls = 36  # at most two at once, 0.15 s each: about 2.7 s
     await client.send_batch(
         [(f"lim{i % 6}", "pooled", {"tag": f"c{i}", "hold_s": 0.15}) for i in range(calls)]
     )
     killed: dict[int, float] = {}
-    for victim, agents in zip(workers[:2], served, strict=False):  # kill two holders inside
+    for victim in workers[:2]:  # kill two holders inside the limited section
         entered = await eventually(
             lambda v=victim: _inside(store, app_key("pool"), v.pid), "a holder to kill"
         )
         os.kill(victim.pid, signal.SIGKILL)
         killed[victim.pid] = entered
-        start("--agents", agents, target="flow_app")
+    starting = functools.partial(start, target="flow_app")
+    await start_together(starting, ["--agents", served[0]], ["--agents", served[1]])
     await eventually(lambda: _finished(store, app_key("pool"), calls), "every call", timeout=60)
     events = []
     for row in await store.lrange(app_key("pool"), 0, -1):
