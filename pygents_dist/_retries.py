@@ -30,6 +30,7 @@ from typing import Any
 from pygents import _seams
 from pygents_dist import _wire
 from pygents_dist._keys import GROUP
+from pygents_dist._streams import SIGNALS_CAP
 from pygents_dist._transport import Transport
 
 __all__ = ["RetryHold", "attempts", "deferring", "hold", "retry_wait"]
@@ -72,7 +73,14 @@ async def hold(
     ``owner``; False (nothing written) when the lease is no longer ours."""
     keys = transport.keys
     record = keys.for_agent(agent)
-    script_keys = [record.owner, record.state, keys.timers(agent), keys.due, record.turns]
+    script_keys = [
+        record.owner,
+        record.state,
+        keys.timers(agent),
+        keys.due,
+        record.turns,
+        keys.ready,
+    ]
     args = [
         owner,
         held.delay_ms,
@@ -81,6 +89,7 @@ async def hold(
         held.entry_id,
         GROUP,
         consumer,
+        SIGNALS_CAP,
     ]
     return bool(await transport.scripts.run_one("hold", script_keys, args))
 

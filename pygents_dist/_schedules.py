@@ -183,8 +183,9 @@ async def put(
     schedule = Schedule.from_dict(stored["schedule"])
     data = _wire.pack(stored)
     next_tick = "" if paused else str(_next_ms(schedule, await _redis_now_ms(transport)))
-    args = [name, data, next_tick, _member(agent, name), "1" if keep_same else "0"]
-    return bool(await transport.scripts.run_one("schedule_put", _keys(transport, agent), args))
+    args = [name, data, next_tick, _member(agent, name), "1" if keep_same else "0", SIGNALS_CAP]
+    keys = [*_keys(transport, agent), transport.keys.ready]
+    return bool(await transport.scripts.run_one("schedule_put", keys, args))
 
 
 async def declare(transport: Transport, agents: Iterable[Agent]) -> int:
@@ -288,7 +289,8 @@ class ScheduleLoop:
 
     Args:
         secret: the key turns are signed with (None: unsigned).
-        poll_s: the longest sleep between looks at the index.
+        poll_s: the longest sleep between looks at the index (a schedule added with a tick
+            before every other wakes the loop at once: ``wake``).
     """
 
     def __init__(
@@ -296,9 +298,10 @@ class ScheduleLoop:
         transport: Transport,
         limits: _wire.Limits,
         secret: bytes | None,
-        poll_s: float = 0.1,
+        poll_s: float = 1.0,
     ) -> None:
         self._transport = transport
+        self._woken = asyncio.Event()
         self._limits = limits
         self._secret = secret
         self._poll_s = poll_s
@@ -326,7 +329,14 @@ class ScheduleLoop:
                 backoff_s = min(backoff_s * 2, 2.0)
                 continue
             if wait_s > 0:
-                await asyncio.sleep(wait_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self._woken.wait()
+            self._woken.clear()
+
+    def wake(self) -> None:
+        """Look at the index now (a ready signal said a tick is due sooner)."""
+        self._woken.set()
 
     async def once(self) -> float:
         """Fire what is due now; the seconds until the next look."""

@@ -8,11 +8,13 @@ many agents wait. ``lua/move_due.lua`` moves an agent's due turns into its strea
 and deletes their timers and payloads in the same call: any number of workers may run it at
 once and each turn is appended exactly once; a worker killed at any point loses nothing.
 
-Every worker runs a ``TimerLoop``. It sleeps until the earliest due time it knows (at most
-``poll_s``, so a turn delayed meanwhile is seen) and moves what is due, 100 agents and 1,000
-turns per agent per script call. Lateness: a turn reaches its stream ``poll_s`` after its due
-time at worst plus a round trip when it was delayed less than ``poll_s`` ahead, else a round
-trip or so (see README "Flow control in workers" for measured figures).
+Every worker runs a ``TimerLoop``. It sleeps until the earliest due time it knows (at most a
+second) and moves what is due, 100 agents and 1,000 turns per agent per script call. A turn
+delayed ahead of every other waiting one writes a ready signal with field ``t``
+(``lua/delay.lua``), on which workers wake their loop at once, so an idle worker looks at the
+index once a second and a turn is moved within a round trip or so of its due time (see
+README "Flow control in workers" for measured figures; a signal lost to the ready stream's
+trim costs at most a second).
 
 Times are Redis's clock (``TIME`` in the scripts; ``delay_s`` is counted from Redis's now),
 so workers and clients with skewed clocks agree. A due turn whose agent no worker serves
@@ -88,11 +90,11 @@ async def delay_turns(transport: Transport, agent: str, turns: Sequence[Delayed]
     When this returns the turns are in Redis. Storing a turn id again replaces it.
     """
     keys = transport.keys
-    args: list[Any] = [agent]
+    args: list[Any] = [agent, SIGNALS_CAP]
     for turn_id, due, data, signature in turns:
         args += (turn_id, due if isinstance(due, str) else str(int(due)), data, signature)
     got = await transport.scripts.run_one(
-        "delay", [keys.timers(agent), keys.timed(agent), keys.due], args
+        "delay", [keys.timers(agent), keys.timed(agent), keys.due, keys.ready], args
     )
     return [int(x) for x in got]
 
@@ -152,12 +154,14 @@ class TimerLoop:
     the script makes it idempotent).
 
     Args:
-        poll_s: the longest sleep between looks at the due index.
+        poll_s: the longest sleep between looks at the due index (a turn delayed ahead of
+            every other wakes the loop at once: ``wake``).
     """
 
-    def __init__(self, transport: Transport, poll_s: float = 0.1) -> None:
+    def __init__(self, transport: Transport, poll_s: float = 1.0) -> None:
         self._transport = transport
         self._poll_s = poll_s
+        self._woken = asyncio.Event()
         #: Turns this worker moved.
         self.moved = 0
         self._offset_ms = 0  # Redis's clock minus ours
@@ -180,7 +184,14 @@ class TimerLoop:
                 backoff_s = min(backoff_s * 2, 2.0)
                 continue
             if wait_s > 0:
-                await asyncio.sleep(wait_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self._woken.wait()
+            self._woken.clear()
+
+    def wake(self) -> None:
+        """Look at the due index now (a ready signal said a turn is due sooner)."""
+        self._woken.set()
 
     async def once(self) -> float:
         """Move what is due now; the seconds until the next look."""

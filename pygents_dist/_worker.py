@@ -377,6 +377,9 @@ class Worker:
             addressable = self.agents.addressable  # instances are built when taken
             for entry_id, fields in entries:
                 self._signals_from = entry_id
+                if b"t" in fields:  # a delayed turn or tick due sooner than any other
+                    self.timers.wake()
+                    self.schedules.wake()
                 for name in _signalled(fields):
                     if addressable(name):
                         # A lingering agent reads new turns itself (the signal only marks it
