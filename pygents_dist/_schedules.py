@@ -378,6 +378,8 @@ class ScheduleLoop:
                             self.fired += 1
                         else:
                             self.skipped += 1
+            if not calls:  # fired by another worker meanwhile, or an unreadable spec
+                return min(self._poll_s, 0.1)  # (not a busy loop)
             if len(due) == _TICKS_PER_LOOK:
                 return 0.0
         (first,) = await transport.execute(
