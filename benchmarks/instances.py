@@ -14,7 +14,10 @@ It starts a private ``redis-server`` and measures, in one run:
 - Redis bytes per idle instance beyond its context item (``used_memory`` growth per instance,
   less the context blob the state hash holds);
 - activation latency of never-seen instances: 500 sequential ``Client.call`` (p50/p99);
-- keys left after ``Client.forget`` of a sample (back to the count before it).
+- keys left after ``Client.forget`` of a sample (back to the count before it);
+- idle expiry: a third worker started with ``--instance-expiry 1``; seconds until every
+  instance's keys (and its kind's index) are gone, and the key count then against the count
+  before the first send (reply streams of the latency calls aside: they expire after an hour).
 """
 
 from __future__ import annotations
@@ -102,6 +105,18 @@ async def main(n: int, workers: int) -> None:
                 forgotten += await client.forget(f"assistant/u{i}")
             after = int(await admin.dbsize())
             print(f"forget 1,000         {forgotten} forgotten, keys {before:,} -> {after:,}")
+            replies = len([k async for k in admin.scan_iter(match="pyg1:*:reply:*", count=1000)])
+            started = time.perf_counter()
+            pool("instances_app", args=(*args, "--instance-expiry", "1"))
+            while True:
+                if int(await admin.dbsize()) <= base_keys + replies:
+                    break
+                await asyncio.sleep(0.5)
+            print(
+                f"idle expiry          {time.perf_counter() - started:.1f} s to forget every "
+                f"instance; keys {int(await admin.dbsize()) - replies:,} (before the sends: "
+                f"{base_keys:,}; {replies} reply streams aside)"
+            )
         await admin.aclose()
 
 

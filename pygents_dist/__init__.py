@@ -21,6 +21,7 @@ from pygents_dist import errors as _errors
 
 if TYPE_CHECKING:
     from pygents_dist._client import Client
+    from pygents_dist._instances import KindSummary
     from pygents_dist._keys import Keys
     from pygents_dist._transport import Transport
     from pygents_dist._wire import Limits
@@ -46,6 +47,7 @@ __all__ = [
     "DeadLetteredError",
     "DistError",
     "Keys",
+    "KindSummary",
     "Limits",
     "PayloadError",
     "RedisCommandError",
@@ -63,6 +65,7 @@ __all__ = [
 _SOURCES = {
     "Client": "pygents_dist._client",
     "Keys": "pygents_dist._keys",
+    "KindSummary": "pygents_dist._instances",
     "Limits": "pygents_dist._wire",
     "Transport": "pygents_dist._transport",
     "Worker": "pygents_dist._worker",

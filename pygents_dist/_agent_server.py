@@ -21,7 +21,7 @@ from pygents_dist._context_store import ContextStore
 from pygents_dist._held_leases import HeldLeases, warn_lapsed
 from pygents_dist._routing import before_commit
 from pygents_dist._settings import WorkerSettings, turns_per_fetch
-from pygents_dist._statuses import NOT_TAKEN, FetchStatus, Outcome
+from pygents_dist._statuses import NOT_TAKEN, FetchStatus, Outcome, TakeStatus
 from pygents_dist._transport import Entry, Transport
 from pygents_dist.errors import ConnectionLostError
 
@@ -84,7 +84,8 @@ class AgentServer:
             1,
             record=bool(record),
         )
-        self._leases.recorded_at_take(record)
+        owned_elsewhere = [agent] if taken.status == TakeStatus.OWNED else []
+        self._leases.recorded_at_take(record, owned_elsewhere)
         if taken.status in NOT_TAKEN:
             return  # owned by another worker, paused, or nothing to do: no lease was taken
         owner = taken.owner
@@ -93,6 +94,7 @@ class AgentServer:
         released = False
         try:
             self._contexts.restore(agent, taken.queue, taken.pool)
+            self._runner.taken(agent, owner)
             if taken.outbox:
                 await _streams.relay(transport, agent)
             # status TAKEN or TAKEN_NO_GROUP: as a fetch's, OK or NO_GROUP

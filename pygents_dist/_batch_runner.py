@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 from pygents import _seams
 from pygents.agent import Agent
 from pygents.errors import TurnTimeoutError
+from pygents.registry import split_instance
 from pygents.turn import Turn
-from pygents_dist import _control, _dead_letters, _metrics, _retries, _trace, _wire
+from pygents_dist import _control, _dead_letters, _instances, _metrics, _retries, _trace, _wire
 from pygents_dist._admission import FORGED, Admission
 from pygents_dist._commit import NO_REPLY, Commit
 from pygents_dist._context_store import ContextStore
@@ -107,6 +108,44 @@ class BatchRunner:
         self._deferred: dict[str, _seams.RetryDeferred] = {}
         #: agent: why its running turn's last attempt failed, when it exhausted its retries.
         self._exhausted: dict[str, str] = {}
+        #: Instances of capped kinds taken for the first time: admitted before they run.
+        self._unadmitted: set[str] = set()
+        #: Instances refused by their kind's cap, to forget once let go (``forget_refused``).
+        self.refused: set[str] = set()
+
+    def taken(self, agent: str, owner: str) -> None:
+        """``agent`` was just taken with lease value ``owner``: an instance of a capped
+        kind taken for the first time (fence 1: Redis held nothing of it) must be admitted
+        before its first batch runs."""
+        caps = self._settings.max_instances
+        if caps and owner.endswith(":1"):
+            parts = split_instance(agent)
+            if parts is not None and parts[0] in caps:
+                self._unadmitted.add(agent)
+
+    async def _refusal(self, agent: str) -> str | None:
+        """Why ``agent``'s turns are refused (its kind is at its cap), or None."""
+        if agent in self._unadmitted:
+            self._unadmitted.discard(agent)
+            kind = agent.partition("/")[0]
+            cap = self._settings.max_instances[kind]
+            if not await _instances.admit(self._transport, agent, cap):
+                _log.warning("instance %s refused: kind %s holds its cap of %d", agent, kind, cap)
+                self.refused.add(agent)
+        if agent in self.refused:
+            kind = agent.partition("/")[0]
+            cap = self._settings.max_instances.get(kind, 0)
+            return f"kind {kind!r} already holds its cap of {cap:,} instances"
+        return None
+
+    async def forget_refused(self) -> None:
+        """Forget the refused instances no worker holds any more (their turns were all
+        dead-lettered); the others are tried again at the next call."""
+        names = list(self.refused)
+        outcomes = await _control.forget_many(self._transport, names)
+        for name, outcome in zip(names, outcomes, strict=True):
+            if outcome == _control.ForgetOutcome.FORGOTTEN:
+                self.refused.discard(name)
 
     async def run_turns(
         self,
@@ -126,6 +165,7 @@ class BatchRunner:
         slots = asyncio.Semaphore(parallel) if parallel > 1 else None
         batch_ids: set[str] = set()
         held, checked, rest = False, time.monotonic(), None
+        refusal = await self._refusal(agent) if self._unadmitted or self.refused else None
         if pending:  # a retry's entry comes back pending: which attempt is it?
             resumed = await _retries.attempts(self._transport, agent)
             if resumed is not None:
@@ -156,6 +196,12 @@ class BatchRunner:
                 if turn_id:  # an entry without an id must not mark later ones as duplicates
                     commit.turn_ids.append(turn_id)
                     batch_ids.add(turn_id)
+                if refusal is not None:
+                    reason = DeadLetterReason.INSTANCE_LIMIT
+                    await self._dead(agent, fields, reason, refusal)
+                    if turn_id:
+                        commit.refuse(self._reply_key(agent, turn_id), refusal, reason)
+                    continue
                 if counts.get(entry_id, 0) > settings.max_deliveries:
                     detail = f"delivered {counts[entry_id]} times without completing"
                     reason = DeadLetterReason.TOO_MANY_DELIVERIES

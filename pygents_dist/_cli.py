@@ -111,6 +111,19 @@ def _worker_parser() -> argparse.ArgumentParser:
         help="instances and runtime-made agents kept in memory at once (10000)",
     )
     p.add_argument(
+        "--max-instances",
+        action="append",
+        default=[],
+        metavar="KIND=N",
+        help="dead-letter turns to new instances of KIND past N of them; repeatable",
+    )
+    p.add_argument(
+        "--instance-expiry",
+        type=float,
+        metavar="SECONDS",
+        help="forget instances not taken for this long (off by default)",
+    )
+    p.add_argument(
         "--loop",
         choices=["uvloop", "asyncio"],
         default="uvloop",
@@ -162,6 +175,8 @@ def _settings(ns: argparse.Namespace) -> WorkerSettings:
     secrets = [s for s in secrets if s]
     if ns.metrics_port is not None and not 0 <= ns.metrics_port < 65536:
         raise ValueError(f"--metrics-port {ns.metrics_port} is not a TCP port")
+    if ns.instance_expiry is not None and not ns.instance_expiry > 0:
+        raise ValueError(f"--instance-expiry must be > 0 seconds, got {ns.instance_expiry}")
     if ns.max_message_bytes < 1024 or ns.max_depth < 2:
         raise ValueError("--max-message-bytes must be >= 1024 and --max-depth >= 2")
     return WorkerSettings(
@@ -175,21 +190,24 @@ def _settings(ns: argparse.Namespace) -> WorkerSettings:
         grace_seconds=ns.grace,
         dedup_window_ms=ns.dedup_window_ms,
         secrets=secrets,
-        parallel=_parallel(ns.parallel),
+        parallel=_per_agent("--parallel", ns.parallel),
         limits=_wire.Limits(ns.max_message_bytes, ns.max_depth),
         metrics_port=ns.metrics_port,
         metrics_host=ns.metrics_host,
         linger_ms=ns.linger_ms,
         max_active_agents=ns.max_active_agents,
+        max_instances=_per_agent("--max-instances", ns.max_instances),
+        instance_expiry_s=ns.instance_expiry,
     )
 
 
-def _parallel(values: list[str]) -> dict[str, int]:
+def _per_agent(option: str, values: list[str]) -> dict[str, int]:
+    """``NAME=N`` options (N >= 1) as a mapping."""
     out: dict[str, int] = {}
     for value in values:
         name, _, count = value.partition("=")
         if not name or not count.isdigit() or int(count) < 1:
-            raise ValueError(f"--parallel expects AGENT=N with N >= 1, got {value!r}")
+            raise ValueError(f"{option} expects NAME=N with N >= 1, got {value!r}")
         out[name] = int(count)
     return out
 
@@ -351,6 +369,14 @@ def _ops_parser() -> argparse.ArgumentParser:
     )
     for name, text in (("pause", "hold an agent on every worker"), ("resume", "release it")):
         sub.add_parser(name, parents=[as_json], help=text).add_argument("agent")
+    instances = sub.add_parser(
+        "instances",
+        parents=[as_json],
+        help="a page of a kind's instances, least recently taken first, with their status",
+    )
+    instances.add_argument("kind")
+    instances.add_argument("--offset", type=int, default=0, help="skip this many (0)")
+    instances.add_argument("--count", type=int, default=50, help="at most this many (50)")
     forget = sub.add_parser(
         "forget",
         parents=[as_json],
@@ -404,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _flow_ops.parse_send_options(ns)
         if getattr(ns, "count", 1) < 1:
             raise _ops.UsageError("--count must be at least 1")
+        if getattr(ns, "offset", 0) < 0:
+            raise _ops.UsageError("--offset must be at least 0")
         if ns.command == "status" and ns.watch is not None and ns.watch <= 0:
             raise _ops.UsageError("--watch takes a positive number of seconds")
         client = Client(
@@ -451,6 +479,8 @@ async def _ops_main(
                 )
             _ops.emit(ns.json, {"agent": ns.agent, "forgotten": True}, f"{ns.agent}: forgotten")
             return 0
+        if ns.command == "instances":
+            return await _ops.instances(client, ns.kind, ns.offset, ns.count, ns.json)
         if ns.command in ("pause", "resume"):
             await getattr(client, ns.command)(ns.agent)
             paused = ns.command == "pause"

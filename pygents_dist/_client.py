@@ -20,6 +20,7 @@ from pygents.turn import Turn
 from pygents_dist import (
     _control,
     _directory,
+    _instances,
     _replies,
     _schedules,
     _streams,
@@ -27,6 +28,7 @@ from pygents_dist import (
     _trace,
     _wire,
 )
+from pygents_dist._instances import KindSummary
 from pygents_dist._replies import ReplyKind
 from pygents_dist._schedules import ScheduleInfo
 from pygents_dist._transport import Entry, Transport
@@ -454,6 +456,23 @@ class Client:
         """Remove a schedule; False if there was none. A schedule declared in the agents'
         module comes back when a worker starts, unless removed from the module too."""
         return await _schedules.remove(self.transport, agent, name)
+
+    async def kinds(self) -> list[KindSummary]:
+        """Every kind that has instances in Redis, each summarised (instances, held by a
+        worker now, with turns waiting, least recently taken). Counting the waiting ones
+        scans the keyspace: about a second per million keys."""
+        transport = self.transport
+        return await _instances.summaries(transport, await _instances.kinds(transport))
+
+    async def instances(
+        self, kind: str, *, offset: int = 0, count: int = 100
+    ) -> list[tuple[str, float]]:
+        """A page of ``kind``'s instances, least recently taken first: ``(name, when a
+        worker last took it, as a Unix time in seconds)``. Page on with ``offset``."""
+        if offset < 0 or count < 1:
+            raise ValueError(f"offset must be >= 0 and count >= 1, got {offset} and {count}")
+        rows = await _instances.page(self.transport, kind, offset, count)
+        return [(name, taken_ms / 1000) for name, taken_ms in rows]
 
     async def agents(self) -> list[str]:
         """Names of every declared agent."""

@@ -24,6 +24,7 @@ __all__ = [
     "agent_status",
     "cancelled",
     "forget",
+    "forget_many",
     "forget_worker",
     "heartbeat",
     "is_paused",
@@ -47,11 +48,29 @@ class ForgetOutcome(enum.IntEnum):
 
 async def forget(transport: Transport, agent: str, force: bool = False) -> ForgetOutcome:
     """Delete an agent's keys (its stream, context, outbox, dedup set, cancel flags) and,
-    for an agent made at runtime, its directory entry; reply streams expire on their own."""
-    keys = list(transport.keys.for_agent(agent))
-    got = ForgetOutcome(await transport.scripts.run_one("forget", keys, ["1" if force else "0"]))
-    if got == ForgetOutcome.FORGOTTEN:
-        await transport.execute([("HDEL", transport.keys.directory, agent)], "forget")
+    for an agent made at runtime, its directory entry, for an instance its place in its
+    kind's index; reply streams expire on their own."""
+    (got,) = await forget_many(transport, [agent], force)
+    return got
+
+
+async def forget_many(
+    transport: Transport, agents: Sequence[str], force: bool = False
+) -> list[ForgetOutcome]:
+    """``forget`` each of ``agents``, in two round trips for all."""
+    if not agents:
+        return []
+    for_agent, flag = transport.keys.for_agent, ["1" if force else "0"]
+    calls = [("forget", list(for_agent(agent)), flag) for agent in agents]
+    got = [ForgetOutcome(r) for r in await transport.scripts.run(calls, "forget")]
+    gone = [agent for agent, outcome in zip(agents, got, strict=True) if outcome == 1]
+    if gone:
+        index = transport.keys.instances
+        commands: list[tuple[Any, ...]] = [("HDEL", transport.keys.directory, *gone)]
+        commands += [
+            ("ZREM", index(agent.partition("/")[0]), agent) for agent in gone if "/" in agent
+        ]
+        await transport.execute(commands, "forget")
     return got
 
 

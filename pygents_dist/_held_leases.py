@@ -100,10 +100,14 @@ class HeldLeases:
         declared = self._declared
         return [agent for agent in agents if agent not in declared]
 
-    def recorded_at_take(self, agents: Iterable[str]) -> None:
+    def recorded_at_take(self, agents: Iterable[str], owned_elsewhere: Iterable[str] = ()) -> None:
         """A take recorded ``agents`` in the ``owned`` set: their entries are removed once
-        they are not held (at once for those the take did not get)."""
-        self._recorded.update(agents)
+        they are not held (at once for those the take did not get), except those the take
+        found ``owned_elsewhere``: removing theirs would hide that owner's lease from
+        ``expired_owners`` were it dead. Such an entry stays, expiring one lease from the
+        take, unless its owner renews it or lets the agent go."""
+        others = set(owned_elsewhere)
+        self._recorded.update(agent for agent in agents if agent not in others)
         self.sync_soon()
 
     def stale(self, agent: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["GROUP", "KEY_PREFIX", "AgentKeys", "Keys", "check_agent_name"]
+__all__ = ["GROUP", "KEY_PREFIX", "AgentKeys", "Keys", "check_agent_name", "glob_escape"]
 
 #: The consumer group every worker reads agent streams through.
 GROUP = "workers"
@@ -42,6 +42,11 @@ def check_agent_name(name: str) -> str:
             "or whitespace"
         )
     return name
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern (``SCAN MATCH``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class Keys:
@@ -123,6 +128,20 @@ class Keys:
     def reply(self, agent: str, turn_id: str) -> str:
         """Stream of one turn's values, end marker or error (expiring)."""
         return f"{self.base}:{{{agent}}}:reply:{turn_id}"
+
+    # -- one kind (hash tag {kind}) ------------------------------------------------------
+    def instances(self, kind: str) -> str:
+        """Sorted set of the kind's instances: name -> when a worker last took it (ms)."""
+        return f"{self.base}:{{{kind}}}:instances"
+
+    @property
+    def instances_pattern(self) -> str:
+        """SCAN pattern matching every kind's instance index."""
+        return f"{glob_escape(self.base)}:{{*}}:instances"
+
+    def instance_turns_pattern(self, kind: str) -> str:
+        """SCAN pattern matching the streams of every instance of ``kind``."""
+        return f"{glob_escape(self.base)}:{{{glob_escape(kind)}/*}}:turns"
 
     # -- shared --------------------------------------------------------------------------
     @property

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pygents_dist import _instances
 from pygents_dist._keys import GROUP
 from pygents_dist._scripts import COMMAND, ScriptCall
 from pygents_dist._statuses import NOT_TAKEN, TakeStatus
@@ -76,7 +77,7 @@ async def take(
     args = [worker_id, lease_ms, GROUP, count, claim, claimed_count]
     calls: list[ScriptCall] = [("take", keys, args)]
     if record:
-        calls.insert(0, _record_call(transport, [agent], lease_ms))
+        calls[:0] = record_calls(transport, [agent], lease_ms)
     got = (await transport.scripts.coalesced(calls))[-1]
     status = TakeStatus(got[0])
     if status in NOT_TAKEN:
@@ -115,9 +116,11 @@ def _record_call(transport: Transport, agents: Sequence[str], lease_ms: int) -> 
 
 
 def record_calls(transport: Transport, agents: Sequence[str], lease_ms: int) -> list[ScriptCall]:
-    """The calls recording ``agents``' leases before a take in the same round trip (none
-    for none)."""
-    return [_record_call(transport, agents, lease_ms)] if agents else []
+    """The calls recording ``agents``' leases before a take in the same round trip, and the
+    instances among them in their kinds' indexes (none for none)."""
+    if not agents:
+        return []
+    return [_record_call(transport, agents, lease_ms), *_instances.touch_calls(transport, agents)]
 
 
 def take_many_call(

@@ -145,9 +145,16 @@ async def _snapshot(client: Client) -> dict[str, Any]:
         info["id"] = worker_id
         info["heartbeat_age_s"] = round(time.time() - float(info.get("ts", 0)), 1)
         workers.append(info)
+    kinds = [summary._asdict() for summary in await client.kinds()]
+    for row in kinds:
+        taken_ms = row.pop("oldest_taken_ms")
+        row["oldest_taken_age_s"] = (
+            None if taken_ms is None else round(now_ms / 1000 - taken_ms / 1000, 1)
+        )
     return {
         "ts": round(time.time(), 3),
         "agents": rows,
+        "kinds": kinds,
         "workers": workers,
         "dead_letters": await _dead_letters.dead_count(transport),
         "schedules": [i.as_dict() for i in await _schedules.listing(transport)],
@@ -165,6 +172,19 @@ def _render(snapshot: dict[str, Any]) -> str:
         )
     if not snapshot["agents"]:
         lines.append("(no agents declared: is a worker running with this namespace?)")
+    if snapshot["kinds"]:
+        lines.append("")
+        lines.append(f"{'KIND':<24} {'INSTANCES':>10} {'ACTIVE':>7} {'QUEUED':>7} {'OLDEST':>10}")
+        for row in snapshot["kinds"]:
+            age = row["oldest_taken_age_s"]
+            lines.append(
+                f"{row['kind']:<24} {row['instances']:>10,} {row['active']:>7,} "
+                f"{row['queued']:>7,} {'-' if age is None else f'{age}s':>10}"
+            )
+        lines.append(
+            "(OLDEST: since the least recently taken instance was taken; list them "
+            "with `pygents instances KIND`)"
+        )
     lines.append("")
     lines.append(f"{'WORKER':<40} {'AGENTS':>6} {'TURNS':>8} {'BEAT':>6}  VERSION")
     for w in snapshot["workers"]:
@@ -209,6 +229,28 @@ async def status(client: Client, as_json: bool, watch: float | None) -> int:
             await asyncio.wait_for(stop.wait(), watch)
         if stop.is_set():
             return 0
+
+
+async def instances(client: Client, kind: str, offset: int, count: int, as_json: bool) -> int:
+    """Print a page of ``kind``'s instances, least recently taken first, with their status."""
+    page = await client.instances(kind, offset=offset, count=count)
+    rows = await _control.agent_status(client.transport, [name for name, _taken in page])
+    now = time.time()
+    for row, (_name, taken_s) in zip(rows, page, strict=True):
+        row.pop("oldest_pending")
+        row["taken_age_s"] = round(now - taken_s, 1)
+    lines = [f"{'INSTANCE':<40} {'TAKEN':>10} {'DEPTH':>6} {'IN-FLIGHT':>9} {'PAUSED':>6}  OWNER"]
+    for row in rows:
+        lines.append(
+            f"{row['agent']:<40} {row['taken_age_s']:>9}s {row['depth']:>6} "
+            f"{row['in_flight']:>9} {'yes' if row['paused'] else 'no':>6}  {row['owner'] or '-'}"
+        )
+    if not rows:
+        lines.append(f"(no instances of {kind!r} from offset {offset})")
+    elif len(rows) == count:
+        lines.append(f"(more: --offset {offset + count})")
+    emit(as_json, {"kind": kind, "offset": offset, "instances": rows}, "\n".join(lines))
+    return 0
 
 
 # -- send --------------------------------------------------------------------------------

@@ -228,6 +228,7 @@ class Scheduler:
         """
         sent = time.monotonic()
         record = self._leases.to_record(names)
+        taken: list[Taken] = []
         try:
             taken = await _leases.take_many(
                 self._transport,
@@ -242,7 +243,7 @@ class Scheduler:
             self._give_back(names)
             return
         finally:
-            self._leases.recorded_at_take(record)
+            self._leases.recorded_at_take(record, _owned_elsewhere(names, taken))
         while True:
             done = self._run_group(names, taken, sent)
             names = await self._next_in_chain()
@@ -291,6 +292,7 @@ class Scheduler:
         context = contextvars.copy_context()
         try:
             self._contexts.restore(agent, taken.queue, taken.pool)
+            self._runner.taken(agent, taken.owner)
             work = self._runner.run_turns(agent, taken.entries, taken.flags, {})
             waiting = context.run(work.send, None)
         except StopIteration as stop:
@@ -331,6 +333,7 @@ class Scheduler:
             if following:
                 lease_ms = self._settings.lease_ms
                 record = self._leases.to_record(following)
+                taken = []
                 try:
                     results, taken = await _batches.commit_take_many(
                         transport,
@@ -342,7 +345,7 @@ class Scheduler:
                         record,
                     )
                 finally:
-                    self._leases.recorded_at_take(record)
+                    self._leases.recorded_at_take(record, _owned_elsewhere(following, taken))
             else:
                 results = await _batches.commit_many(transport, commits)
         except Exception as exc:
@@ -390,3 +393,9 @@ class Scheduler:
         """An agent of a group needs nothing more: free its slot and let it be scheduled."""
         self._slots.release()
         self._served(agent)
+
+
+def _owned_elsewhere(names: list[str], taken: list[Taken]) -> list[str]:
+    """Of ``names``, those a take (``taken``: empty if it failed) found owned by another
+    worker."""
+    return [name for name, one in zip(names, taken, strict=False) if one.status == TakeStatus.OWNED]

@@ -51,6 +51,7 @@ _FILES = (
     "fire",
     "schedule_put",
     "schedule_rm",
+    "admit",
 )
 #: Script calls of many tasks sent in one pipeline, and such pipelines in flight at once.
 _COALESCED_CALLS_MAX = 128

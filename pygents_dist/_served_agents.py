@@ -83,6 +83,8 @@ class ServedAgents(Mapping[str, Agent]):
         self._active: OrderedDict[str, Agent] = OrderedDict()
         self._unservable: dict[str, float] = {}
         self._building = False
+        #: The kinds this worker has built instances of.
+        self.kinds_built: set[str] = set()
         #: Called with each agent let go (parts holding per-agent state drop it).
         self.on_forget: list[Callable[[str], None]] = []
 
@@ -153,6 +155,7 @@ class ServedAgents(Mapping[str, Agent]):
         except ValueError:
             return False
         self._keep(name, self._build(lambda: self.declared[parts[0]].instance(parts[1])))
+        self.kinds_built.add(parts[0])
         return True
 
     async def activate(self, transport: Transport, names: list[str]) -> list[str]:

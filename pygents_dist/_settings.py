@@ -42,6 +42,12 @@ class WorkerSettings:
             kept in this worker's memory at once; past it the least recently used idle one
             is let go (Redis keeps its turns and context; it is built again when needed).
             Declared agents are always kept.
+        max_instances: kind -> most instances Redis may hold of it; a turn to a new
+            instance past that is dead-lettered (``instance_limit``). Give every worker the
+            same caps: the worker that activates an instance checks its own.
+        instance_expiry_s: forget instances not taken for this long (None: keep them until
+            ``Client.forget``). Checked every maintenance round; an instance with an owner
+            or waiting turns is kept.
     """
 
     redis_url: str = "redis://localhost:6379/0"
@@ -62,6 +68,8 @@ class WorkerSettings:
     metrics_host: str = "0.0.0.0"
     linger_ms: int = 20
     max_active_agents: int = 10_000
+    max_instances: dict[str, int] = dataclasses.field(default_factory=dict)
+    instance_expiry_s: float | None = None
 
 
 def turns_per_fetch(settings: WorkerSettings) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pygents_dist._keys import GROUP
+from pygents_dist._keys import GROUP, glob_escape
 from pygents_dist._redis_errors import first_error, is_missing_script
 from pygents_dist._transport import Entry, Transport, entries
 
@@ -21,6 +21,7 @@ __all__ = [
     "backlog",
     "drop",
     "last_signal_id",
+    "queued_agents",
     "read_signals",
     "relay",
     "send_command",
@@ -107,6 +108,23 @@ async def last_signal_id(transport: Transport) -> bytes:
         [("XREVRANGE", transport.keys.ready, "+", "-", "COUNT", 1)], "signals"
     )
     return bytes(newest[0][0]) if newest else b"0-0"
+
+
+async def queued_agents(
+    transport: Transport, cursor: int, count: int = 1000
+) -> tuple[int, list[str]]:
+    """One step of a keyspace scan for agents whose stream exists: ``(next cursor, names)``.
+
+    A stream exists while an agent has turns queued or in flight (the commit that empties it
+    deletes it), so this finds work whatever became of its signals. Cursor 0 starts a pass
+    and is returned when the pass is complete; a name may come twice within a pass.
+    """
+    base = transport.keys.base
+    pattern = glob_escape(base) + ":{*}:turns"
+    command = ("SCAN", cursor, "MATCH", pattern, "COUNT", count, "TYPE", "stream")
+    ((next_cursor, raw),) = await transport.execute([command], "scan")
+    start, end = len(base) + 2, -len("}:turns")
+    return int(next_cursor), [bytes(key)[start:end].decode(errors="replace") for key in raw]
 
 
 async def read_signals(transport: Transport, after: bytes, block_ms: int) -> list[Entry]:

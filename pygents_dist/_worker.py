@@ -4,8 +4,9 @@ How a worker serves an agent:
 
 0. At start the worker makes sure Redis has the Functions library other languages send with
    (``_functions.py``), declares its agents and starts heartbeating.
-1. A signal ("agent X has work") arrives on the shared ready stream, or a periodic scan or
-   sweep finds work or a dead owner.
+1. A signal ("agent X has work") arrives on the shared ready stream, or a periodic scan of
+   the declared agents or the keyspace sweep (``_backlog_sweep.py``: instances and agents
+   made at runtime too) finds queued turns, or a maintenance round a dead owner.
 2. In one round trip (``lua/take.lua``) the worker takes the agent's lease with a new fencing
    token (only if the agent has work and is not paused), loads its context, claims entries
    the previous owner left pending (counting deliveries to catch poison turns) and reads the
@@ -63,6 +64,7 @@ from pygents_dist import (
     _control,
     _directory,
     _functions,
+    _instances,
     _leases,
     _metrics,
     _retries,
@@ -71,6 +73,7 @@ from pygents_dist import (
     _wire,
 )
 from pygents_dist._agent_server import AgentServer
+from pygents_dist._backlog_sweep import BacklogSweep
 from pygents_dist._batch_runner import BatchRunner
 from pygents_dist._concurrency import RedisSlots
 from pygents_dist._context_store import ContextStore
@@ -91,10 +94,12 @@ from pygents_dist.errors import ConnectionLostError, RedisCommandError
 __all__ = ["Worker", "WorkerSettings"]
 
 _log = logging.getLogger("pygents_dist.worker")
-#: Most agents a second the periodic backlog scan checks (its cost is ~25 us of CPU each).
+#: Most declared agents a second the periodic backlog scan checks (~25 us of CPU each).
 _SCAN_RATE_PER_S = 200
 #: Seconds the signal loop waits before reading on after signals of busy agents only.
 _SIGNAL_COALESCE_S = 0.002
+#: Seconds the kinds with instances in Redis are not looked up again (for idle expiry).
+_KINDS_TTL_S = 60.0
 #: Agents whose key names are built at start (Keys.for_agent keeps as many).
 _KEYS_PREPARED = 20_000
 VERSION = "0.8.0"
@@ -193,6 +198,9 @@ class Worker:
         self.schedules = ScheduleLoop(
             self.transport, settings.limits, settings.secrets[0] if settings.secrets else None
         )
+        self._sweep = BacklogSweep(self.transport, self._found, settings.lease_ms / 1000)
+        self._kinds_found: set[str] = set()
+        self._kinds_until = 0.0
 
     def sign(self, data: bytes) -> bytes:
         """The signature follow-ups and sends carry (empty when signing is off)."""
@@ -234,6 +242,7 @@ class Worker:
                 asyncio.create_task(self._cancel_loop(), name="cancel"),
                 asyncio.create_task(self.timers.run(), name="timers"),
                 asyncio.create_task(self.schedules.run(), name="schedules"),
+                asyncio.create_task(self._sweep.run(), name="sweep"),
             ]
             await self._stopping.wait()
             # Take no new turns, but keep heartbeats, lease renewal and cancels going while
@@ -432,8 +441,37 @@ class Worker:
             self._scheduler.schedule(agent)
         self._leases.sync_soon()
         await self._scan(self._scan_slice(round_no))
+        if self._runner.refused:
+            await self._runner.forget_refused()
+        expiry_s = self.settings.instance_expiry_s
+        if expiry_s is not None:
+            for kind in await self._kinds():
+                await _instances.expire_idle(transport, kind, int(expiry_s * 1000))
         if self.settings.metrics_port is not None:
             await self._refresh_depths()
+
+    async def _kinds(self) -> list[str]:
+        """The kinds served here that have instances in Redis: those this worker built
+        instances of, and those a keyspace scan finds (once a minute)."""
+        now = time.monotonic()
+        if now >= self._kinds_until:
+            found = await _instances.kinds(self.transport)
+            self._kinds_found = {kind for kind in found if kind in self.agents.declared}
+            self._kinds_until = now + _KINDS_TTL_S
+        return sorted(self._kinds_found | self.agents.kinds_built)
+
+    async def _found(self, names: list[str]) -> None:
+        """Schedule the agents of ``names`` (found with a stream) this worker serves, but
+        not declared ones: their streams stay, empty, while they are declared, and the
+        periodic backlog scan looks at their length instead."""
+        addressable, declared = self.agents.addressable, self.agents.declared
+        names = [name for name in names if name not in declared]
+        servable = [name for name in names if addressable(name)]
+        unknown = [name for name in names if not addressable(name)]
+        if unknown:
+            servable += await self._activate(unknown)
+        for name in servable:
+            self._scheduler.schedule(name)
 
     async def _activate(self, names: list[str]) -> list[str]:
         """Of ``names``, those this worker serves, made ready to serve (instances built,

@@ -133,3 +133,4 @@ class DeadLetterReason(enum.StrEnum):
     BAD_ARGUMENTS = "bad_arguments"
     TOO_MANY_DELIVERIES = "too_many_deliveries"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    INSTANCE_LIMIT = "instance_limit"

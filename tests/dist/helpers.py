@@ -1,10 +1,14 @@
-"""Helpers of the dist integration tests: waiting on Redis state with a deadline."""
+"""Helpers of the dist integration tests: waiting on Redis state with a deadline, running
+the CLI."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import pytest
 import redis.asyncio as aioredis
@@ -69,3 +73,24 @@ async def stream_length(client: Client, agent: str) -> int:
     """Entries left in ``agent``'s turn stream (processed ones are deleted)."""
     [length] = await _streams.backlog(client.transport, [agent])
     return length
+
+
+def _cli(
+    args: tuple[str, ...], env: Mapping[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pygents_dist", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+async def cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``pygents`` CLI to completion (Redis and namespace from the test's
+    environment: ``PYGENTS_REDIS_URL``, ``PYGENTS_KEY_PREFIX``)."""
+    return await asyncio.to_thread(_cli, args, env or {}, timeout)

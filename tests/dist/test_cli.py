@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -22,27 +20,7 @@ from pygents_dist import Client, _dead_letters, _replies
 from pygents_dist._wire import encode_turn, new_turn_id
 from pygents_dist.testing import free_port
 from tests.dist.conftest import StartWorker
-from tests.dist.helpers import eventually
-
-
-def _cli(
-    args: tuple[str, ...], env: Mapping[str, str], timeout: float
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pygents_dist", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-        check=False,
-    )
-
-
-async def cli(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run the CLI to completion (Redis and namespace from the test's environment)."""
-    return await asyncio.to_thread(_cli, args, env or {}, timeout)
+from tests.dist.helpers import cli, eventually
 
 
 def one_error(done: subprocess.CompletedProcess[str]) -> str:
