@@ -8,11 +8,14 @@ has turns queued or in flight (the commit that empties it deletes it; a declared
 stays while it is declared), so scanning for streams finds all of them with no index kept on
 the send path.
 
-A worker sweeps once at start, as fast as Redis answers, then again one interval (a lease)
-after each pass ends, paced to ``_KEYS_PER_S`` keys visited a second so that a keyspace of
-millions of idle instances costs Redis a trickle (a pass over 3 million keys then takes
-about two and a half minutes). Declared agents have a faster safety net of their own (the
-worker's periodic backlog scan).
+A worker sweeps once at start, as fast as Redis answers; then, whenever it is idle (nothing
+being served or waiting to be taken), again one interval (a lease) after the last pass
+ended, paced to ``_KEYS_PER_S`` keys visited a second so that a keyspace of millions of idle
+instances costs Redis a trickle (a pass over 3 million keys then takes about two and a half
+minutes). A busy worker does not sweep: its signals are flowing, and a pass would only find
+again the backlog it is working through (at a million queued instances, a million takes for
+nothing). Declared agents have a faster safety net of their own (the worker's periodic
+backlog scan).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class BacklogSweep:
         found: called with each page of names (may repeat a name, or name an agent this
             worker cannot serve: it decides).
         interval_s: seconds from the end of one pass to the start of the next.
+        idle: whether the worker is idle now (a periodic pass waits for that).
     """
 
     def __init__(
@@ -49,22 +53,25 @@ class BacklogSweep:
         transport: Transport,
         found: Callable[[list[str]], Awaitable[None]],
         interval_s: float,
+        idle: Callable[[], bool],
     ) -> None:
         self._transport = transport
         self._found = found
         self._interval_s = interval_s
+        self._idle = idle
         self.passes = 0
 
     async def run(self) -> None:
         """Sweep until cancelled; errors are logged and the pass starts again later."""
         while True:
-            try:
-                await self.sweep(paced=self.passes > 0)
-                self.passes += 1
-            except ConnectionLostError as exc:
-                _log.warning("backlog sweep: %s", exc)
-            except Exception:  # the safety net must not die with one bad page
-                _log.exception("backlog sweep failed")
+            if self.passes == 0 or self._idle():
+                try:
+                    await self.sweep(paced=self.passes > 0)
+                    self.passes += 1
+                except ConnectionLostError as exc:
+                    _log.warning("backlog sweep: %s", exc)
+                except Exception:  # the safety net must not die with one bad page
+                    _log.exception("backlog sweep failed")
             await asyncio.sleep(self._interval_s)
 
     async def sweep(self, *, paced: bool = False) -> None:
@@ -79,3 +86,5 @@ class BacklogSweep:
                 return
             if pause_s:
                 await asyncio.sleep(pause_s)
+                if not self._idle():
+                    return  # work arrived: its signals flow again

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from pygents.registry import HookRegistry
+from pygents.registry import HookRegistry, split_instance
 from pygents.schedule import Missed, Schedule
 from pygents.turn import Turn
 from pygents_dist import (
@@ -125,14 +125,22 @@ class Client:
     async def _check_agent(self, agent: str) -> None:
         if agent in self._known:
             return
-        if not await _directory.is_addressable(self.transport, agent):
+        # An instance of a kind already seen declared needs no round trip: a client
+        # addressing a million instances looks their kind up once.
+        parts = split_instance(agent)
+        kind = parts[0] if parts is not None else ""
+        if kind and kind in self._known:
+            return
+        names = [agent, kind] if kind else [agent]
+        found = await _directory.descriptions(self.transport, names)
+        if all(entry is None for entry in found):
             raise UnknownAgentError(
                 f"no worker has declared an agent named {agent!r} (is a worker serving it, "
                 "with the same namespace?)"
             )
-        if len(self._known) >= _KNOWN_MAX:  # one client may address millions of instances
+        if len(self._known) >= _KNOWN_MAX:  # a client may address millions of runtime agents
             self._known.clear()
-        self._known.add(agent)
+        self._known.add(kind if kind and found[-1] is not None else agent)
 
     def _envelope(
         self,

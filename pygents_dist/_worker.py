@@ -198,7 +198,9 @@ class Worker:
         self.schedules = ScheduleLoop(
             self.transport, settings.limits, settings.secrets[0] if settings.secrets else None
         )
-        self._sweep = BacklogSweep(self.transport, self._found, settings.lease_ms / 1000)
+        self._sweep = BacklogSweep(
+            self.transport, self._found, settings.lease_ms / 1000, self._idle
+        )
         self._kinds_found: set[str] = set()
         self._kinds_until = 0.0
 
@@ -465,7 +467,8 @@ class Worker:
         not declared ones: their streams stay, empty, while they are declared, and the
         periodic backlog scan looks at their length instead."""
         addressable, declared = self.agents.addressable, self.agents.declared
-        names = [name for name in names if name not in declared]
+        active, wanted = self._scheduler.active, self._scheduler.wanted
+        names = [n for n in names if n not in declared and n not in active and n not in wanted]
         servable = [name for name in names if addressable(name)]
         unknown = [name for name in names if not addressable(name)]
         if unknown:
@@ -481,6 +484,11 @@ class Worker:
         except ConnectionLostError as exc:
             _log.warning("looking up %d agent(s): %s", len(names), exc)
             return []
+
+    def _idle(self) -> bool:
+        """Whether this worker serves nothing and has nothing waiting to be taken."""
+        scheduler = self._scheduler
+        return not scheduler.active and not scheduler.wanted
 
     def _busy(self, agent: str) -> bool:
         """Whether ``agent`` is being served, lingered on or waiting to be taken here."""
