@@ -28,6 +28,13 @@ pygents_dist (real ``pygents-worker`` processes, default settings, serving
     default ``--linger-ms`` and with ``--linger-ms 0``;
   - a streaming tool read through ``Client.stream`` (values/s).
 
+Cluster (``--only cluster``; ``pygents_dist.testing.RedisCluster``: 3 primaries and 3
+replicas of ``redis-server`` on this machine): 1 worker with 1 agent and with 10,000 agents x
+3 (e2e), the round trip, and the same 1-agent e2e and round trip with ``--durability
+replicated`` on the worker and the client (every write confirmed by a replica, ``WAIT``).
+Redis CPU there is the three primaries' (the replicas, which only apply what they are sent,
+run on the same two cores but are not counted).
+
 Peers (installed on demand into ``benchmarks/.venv-peers`` with ``python3 -m venv`` + pip):
 taskiq + taskiq-redis (stream broker), streaq and arq, each with its default worker settings
 and one worker process, the same trivial task and the same counts (each measurement is capped
@@ -45,7 +52,8 @@ Options::
     --skip-peers        only the raw bound and pygents_dist
     --quick             smaller counts (a smoke run)
     --json PATH         also write every measurement as JSON
-    --only NAMES        comma-separated subset: raw, pygents, taskiq, streaq, arq
+    --only NAMES        comma-separated subset: raw, pygents, cluster, taskiq, streaq, arq
+                        (cluster: the cases below on a local Redis Cluster; not by default)
     --worker-args ARGS  extra pygents-worker arguments (e.g. "--batch 200")
 
 Internal modes (run by the script itself): ``--raw-consume``, ``--raw-echo`` and ``--peer``
@@ -128,9 +136,12 @@ def tree_cpu(pids: list[int]) -> float:
 class CpuMeter:
     """CPU seconds of worker process trees and of redis-server between start() and stop()."""
 
-    def __init__(self, workers: list[int], redis_pid: int | None) -> None:
+    def __init__(self, workers: list[int], redis_pid: int | list[int] | None) -> None:
         self.workers = workers
-        self.redis = [redis_pid] if redis_pid else []
+        if isinstance(redis_pid, list):  # a cluster: every node
+            self.redis = redis_pid
+        else:
+            self.redis = [redis_pid] if redis_pid else []
         self.worker_s = self.redis_s = 0.0
 
     def start(self) -> None:
@@ -398,11 +409,19 @@ async def bench_raw(url: str, redis_pid: int, count: int, calls: int) -> list[di
 class Pygents:
     """Runs the pygents_dist cases against one Redis."""
 
-    def __init__(self, url: str, redis_pid: int, worker_args: list[str]) -> None:
+    def __init__(
+        self,
+        url: str,
+        redis_pid: int | list[int],
+        worker_args: list[str],
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
         self.url = url
         self.redis_pid = redis_pid
         self.worker_args = ["--log-level", "WARNING", *worker_args]
         self.round = 0
+        #: Extra ``Client`` options (``durability``).
+        self.client_options = client_options or {}
 
     def _pool(self, agents: int) -> tuple[Any, str]:
         from pygents_dist.testing import WorkerPool
@@ -415,8 +434,12 @@ class Pygents:
     async def _flush(self) -> None:
         import redis.asyncio as aioredis
 
-        r = aioredis.Redis.from_url(self.url)
-        await r.flushall()
+        if isinstance(self.redis_pid, list):  # a cluster: every primary
+            r: Any = aioredis.RedisCluster.from_url(self.url)
+            await r.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)
+        else:
+            r = aioredis.Redis.from_url(self.url)
+            await r.flushall()
         await r.aclose()
 
     async def throughput(
@@ -440,7 +463,7 @@ class Pygents:
         total = agents * per_agent
         try:
             procs = [pool("dist_app", args=self.worker_args) for _ in range(workers)]
-            async with Client(self.url, namespace=namespace) as client:
+            async with Client(self.url, namespace=namespace, **self.client_options) as client:
                 for start in range(0, agents, 200):  # learn every name (no timed lookups)
                     await asyncio.gather(
                         *(client._check_agent(a) for a in names[start : start + 200])
@@ -520,7 +543,7 @@ class Pygents:
         pool, namespace = self._pool(1)
         try:
             procs = [pool("dist_app", args=[*self.worker_args, *args])]
-            async with Client(self.url, namespace=namespace) as client:
+            async with Client(self.url, namespace=namespace, **self.client_options) as client:
                 for i in range(200):
                     await client.call("a0", "noop", kwargs={"i": i})
                 cpu = CpuMeter([p.pid for p in procs], self.redis_pid)
@@ -592,6 +615,41 @@ async def bench_pygents(
     off = ("--linger-ms", "0")
     rows.append(await p.round_trip(calls, "Client.call round trip, linger off", off))
     rows.append(await p.stream(turns))
+    return rows
+
+
+async def bench_cluster(
+    url: str, pids: list[int], turns: int, calls: int, many: int, worker_args: list[str]
+) -> list[dict[str, Any]]:
+    """The cluster section: the single node's main cases on a local 3-primary cluster
+    (Redis CPU: the three primaries'; their replicas' is not counted), then the durability
+    mode's cost."""
+    p = Pygents(url, pids, worker_args)
+    rows = [
+        await p.throughput(
+            "cluster: 1 worker, 1 agent, e2e", agents=1, per_agent=turns, workers=1, mode="e2e"
+        ),
+        await p.throughput(
+            f"cluster: 1 worker, {many:,} agents x 3, e2e",
+            agents=many,
+            per_agent=3,
+            workers=1,
+            mode="e2e",
+        ),
+        await p.round_trip(calls, "cluster: Client.call round trip"),
+    ]
+    durable = ["--durability", "replicated"]
+    d = Pygents(url, pids, [*worker_args, *durable], {"durability": "replicated"})
+    rows.append(
+        await d.throughput(
+            "cluster, durability replicated: 1 worker, 1 agent, e2e",
+            agents=1,
+            per_agent=turns,
+            workers=1,
+            mode="e2e",
+        )
+    )
+    rows.append(await d.round_trip(calls, "cluster, durability replicated: Client.call round trip"))
     return rows
 
 
@@ -1064,6 +1122,22 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
         rows += medians(raw_runs) + medians(pygents_runs)
+        if "cluster" in only:
+            from pygents_dist.testing import RedisCluster
+
+            with RedisCluster() as cluster:
+                log(f"local Redis Cluster at {cluster.url}")
+                args = shlex.split(ns.worker_args)
+                rows += run_loop(
+                    bench_cluster(
+                        cluster.url,
+                        cluster.pids(primaries=True),
+                        ns.turns,
+                        ns.calls,
+                        ns.agents,
+                        args,
+                    )
+                )
         if peers:
             peer_rows, problems = bench_peers(server.url, server.pid, peers, ns.turns, ns.calls)
             rows += peer_rows

@@ -12,7 +12,8 @@ It starts a private ``redis-server`` and measures, in one run:
   ``send_batch`` while the workers drain);
 - each worker's resident memory (VmRSS) at the end, and its active set;
 - Redis bytes per idle instance beyond its context item (``used_memory`` growth per instance,
-  less the context blob the state hash holds);
+  less the context blob the state hash holds), right after the run and once the dedup
+  window (10 s here, 10 minutes by default) has passed: the steady state of an idle instance;
 - activation latency of never-seen instances: 500 sequential ``Client.call`` (p50/p99);
 - keys left after ``Client.forget`` of a sample (back to the count before it);
 - idle expiry: a third worker started with ``--instance-expiry 1``; seconds until every
@@ -54,7 +55,9 @@ async def turns_done(client: Client) -> tuple[int, dict[str, int]]:
 async def main(n: int, workers: int) -> None:
     with RedisServer() as server, WorkerPool(server.url, pythonpath=[HERE]) as pool:
         admin = aioredis.Redis.from_url(server.url)
-        args = ("--lease-ms", "3000", "--log-level", "WARNING")
+        # A 10 s dedup window: an idle instance's dedup set expires within the run, so
+        # the steady state of an idle instance (its state hash and index entry) is measured.
+        args = ("--lease-ms", "3000", "--log-level", "WARNING", "--dedup-window-ms", "10000")
         procs = [pool("instances_app", args=args) for _ in range(workers)]
         async with Client(server.url) as client:
             base_mem = int((await admin.info("memory"))["used_memory"])
@@ -92,6 +95,17 @@ async def main(n: int, workers: int) -> None:
             for key in ("turns", "state", "done", "owner"):
                 usage = await admin.memory_usage(f"pyg1:{{assistant/u1}}:{key}")
                 print(f"  MEMORY USAGE {key:<6} {usage}")
+            while True:  # the dedup sets expire 10 s after each instance's turn
+                if not await admin.exists(f"pyg1:{{assistant/u{n - 1}}}:done"):
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)  # Redis expires keys a few at a time: let it catch up
+            mem = int((await admin.info("memory"))["used_memory"])
+            per = (mem - base_mem) / n
+            print(
+                f"  past the dedup window: {per:,.0f} B/instance ({per - blob:,.0f} beyond the "
+                f"context blob), keys/instance {(int(await admin.dbsize()) - base_keys) / n:.2f}"
+            )
             lat = []
             for i in range(500):
                 t = time.perf_counter()

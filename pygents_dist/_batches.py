@@ -6,6 +6,10 @@ follow-ups, sends, context and replies in one atomic step, or nothing when the l
 longer ours. The hot paths combine steps in one round trip: commit-and-fetch (one script),
 commit-and-wait-then-fetch (three pipelined commands), commit-many-and-take-many (a group of
 agents committed as the next group is taken). Every read comes back as a ``Fetched``.
+
+On a Redis Cluster the group scripts run once per primary (``_node_groups.py``), so a group
+still costs one round trip, to every primary concurrently; the
+leases a take records go to the ``owned`` set's primary at the same moment (see ``_leases``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from typing import Any
 
 from pygents_dist._commit import Commit
 from pygents_dist._keys import GROUP
-from pygents_dist._leases import Taken, record_calls, take_many_call, taken_many
+from pygents_dist._leases import (
+    Taken,
+    record_calls,
+    take_many_call,
+    taken_many,
+)
+from pygents_dist._node_groups import run_by_node
 from pygents_dist._redis_errors import first_error, is_missing_script
 from pygents_dist._statuses import FetchStatus
 from pygents_dist._transport import Entry, Transport, entries
@@ -103,8 +113,43 @@ async def commit_many(transport: Transport, commits: Sequence[GroupCommit]) -> l
     in one script call; each is fenced by its own lease, and with ``release`` its lease
     is given up when its stream is empty. Per batch: ``(committed, entries left in the
     stream, released)``."""
+    if await transport.is_cluster():
+        return (await _sliced(transport, commits, [], "", 0, 0, []))[0]
     keys, args = _commit_many_call(transport, commits)
     return _committed_many(await transport.scripts.run_one("commit_many", keys, args))
+
+
+async def _sliced(
+    transport: Transport,
+    commits: Sequence[GroupCommit],
+    agents: Sequence[str],
+    worker_id: str,
+    lease_ms: int,
+    count: int,
+    record: Sequence[str],
+) -> tuple[list[Committed], list[Taken]]:
+    """``commit_take_many`` on a Redis Cluster: a ``commit_many`` and a ``take_many`` call
+    per primary (``_node_groups.py``), with the leases to record (on the ``owned`` set's
+    primary, at the same moment)."""
+    of_agent = {commit.agent: (owner, commit, release) for owner, commit, release in commits}
+    committed, taken = await run_by_node(
+        transport,
+        record_calls(transport, record, lease_ms),
+        [
+            (
+                "commit_many",
+                list(of_agent),
+                lambda part: _commit_many_call(transport, [of_agent[a] for a in part]),
+            ),
+            (
+                "take_many",
+                agents,
+                lambda part: take_many_call(transport, part, worker_id, lease_ms, count),
+            ),
+        ],
+        "commit_many",
+    )
+    return _committed_many(committed), taken_many(taken)
 
 
 def _commit_many_call(
@@ -141,6 +186,8 @@ async def commit_take_many(
 
     Raises the first script error, if any (after both ran: the take may have leased
     agents the caller then does not run; their leases expire)."""
+    if await transport.is_cluster():
+        return await _sliced(transport, commits, agents, worker_id, lease_ms, count, record)
     commit_keys, commit_args = _commit_many_call(transport, commits)
     take_keys, take_args = take_many_call(transport, agents, worker_id, lease_ms, count)
     results = await transport.scripts.run(

@@ -24,7 +24,7 @@ from pygents.registry import AgentRegistry
 from pygents_dist import _flow_ops, _log, _wire
 from pygents_dist._client import Client, default_namespace, default_redis_url
 from pygents_dist._worker import Worker, WorkerSettings
-from pygents_dist.errors import ConnectionLostError, DistError
+from pygents_dist.errors import ConnectionLostError, DistError, NotReplicatedError
 
 __all__ = ["main", "worker_main"]
 
@@ -103,6 +103,13 @@ def _worker_parser() -> argparse.ArgumentParser:
         type=int,
         default=20,
         help="keep an agent this long after its last turn, for the next one (20; 0: off)",
+    )
+    p.add_argument(
+        "--durability",
+        choices=["primary", "replicated"],
+        default="primary",
+        help="when a commit counts: once the primary has it, or once a replica has it too "
+        "(WAIT; refused without replicas) (primary)",
     )
     p.add_argument(
         "--max-active-agents",
@@ -198,6 +205,7 @@ def _settings(ns: argparse.Namespace) -> WorkerSettings:
         max_active_agents=ns.max_active_agents,
         max_instances=_per_agent("--max-instances", ns.max_instances),
         instance_expiry_s=ns.instance_expiry,
+        redis_options={"durability": ns.durability} if ns.durability != "primary" else {},
     )
 
 
@@ -242,6 +250,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     runner = _event_loop_runner(ns.loop)
     try:
         runner(_serve(worker))
+    except NotReplicatedError as exc:  # --durability replicated on a Redis without replicas
+        return _fail(f"Redis at {_safe_url(ns.redis_url)}: {exc}", EXIT_REDIS)
     except ConnectionLostError as exc:
         return _fail(f"Redis unreachable at {_safe_url(ns.redis_url)}: {exc}", EXIT_REDIS)
     except DistError as exc:  # e.g. the metrics port is taken

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -29,14 +29,45 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pygents_dist._redis_errors import CONNECTION_ERRORS, lost, translate
+from pygents_dist.errors import NotReplicatedError
 
-__all__ = ["Connections"]
+__all__ = ["Connections", "Executor", "writes"]
 
 #: Backoff before retry n (1-based): min(_BACKOFF_CAP, _BACKOFF_BASE * 2**n) seconds.
 _BACKOFF_BASE = 0.02
 _BACKOFF_CAP = 1.0
 #: redis-py's socket timeout when the URL and options set none.
 _DEFAULT_TIMEOUT = 5.0
+#: Commands that write nothing (a round trip of these only needs no replica's confirmation).
+_READS = frozenset(
+    b"XREAD XRANGE XREVRANGE XLEN XPENDING XINFO GET MGET HGET HMGET HGETALL HEXISTS EXISTS "
+    b"ZRANGEBYSCORE ZSCORE SCAN PING INFO CLUSTER SCRIPT ROLE TIME WAIT ASKING TYPE".split()
+)
+
+
+def writes(commands: Sequence[Sequence[Any]]) -> bool:
+    """Whether any of ``commands`` may write (scripts count as writes)."""
+    for command in commands:
+        name = command[0]
+        word = name.split()[0] if isinstance(name, bytes) else name.split()[0].encode()
+        if word.upper() not in _READS:
+            return True
+    return False
+
+
+class Executor(Protocol):
+    """What runs round trips: ``Connections``, or a cluster's (``_cluster.py``)."""
+
+    async def execute(
+        self,
+        commands: Sequence[Sequence[Any]],
+        what: str,
+        wait_ms: int = 0,
+        *,
+        until_error: bool = False,
+    ) -> list[Any]:
+        """Run ``commands`` in one round trip (see ``Connections.execute``)."""
+        ...
 
 
 def pack(commands: Sequence[Sequence[Any]]) -> bytes:
@@ -57,9 +88,14 @@ class Connections:
     only after every reply it owed was read (a cancelled, failed or cut-short call closes it).
     Limits: after a connection failure the whole call is sent again (up to ``retries``
     times, with exponential backoff), so its commands must tolerate running twice.
+
+    ``replicated = (replicas, timeout_ms)`` (the durability mode): a round trip that writes
+    ends with ``WAIT replicas timeout_ms``, and raises ``NotReplicatedError`` unless that many
+    replicas confirmed its writes.
     """
 
     def __init__(self, pool: ConnectionPool, *, retries: int, limit: int) -> None:
+        self.replicated: tuple[int, int] | None = None
         self._pool = pool
         self._retries = retries
         timeout = pool.connection_kwargs.get("socket_timeout", _DEFAULT_TIMEOUT)
@@ -87,8 +123,28 @@ class Connections:
         Raises:
             ConnectionLostError: Redis stayed unreachable through every retry (``what``
                 names the operation in the message).
+            NotReplicatedError: in the durability mode, no replica confirmed the writes.
         """
-        payload = pack(commands)
+        replicated = self.replicated
+        if replicated is not None and writes(commands):
+            waited = [*commands, ("WAIT", *replicated)]
+            replies = await self._execute(
+                pack(waited), len(waited), what, wait_ms + replicated[1], until_error
+            )
+            if len(replies) <= len(commands):  # cut short by an error: nothing to confirm
+                return replies
+            acks = replies.pop()
+            if not isinstance(acks, int) or acks < replicated[0]:
+                raise NotReplicatedError(
+                    f"{what}: {acks} of {replicated[0]} replica(s) confirmed the writes "
+                    f"within {replicated[1]} ms (durability=replicated)"
+                )
+            return replies
+        return await self._execute(pack(commands), len(commands), what, wait_ms, until_error)
+
+    async def _execute(
+        self, payload: bytes, count: int, what: str, wait_ms: int, until_error: bool
+    ) -> list[Any]:
         timeout = None if self._timeout is None else self._timeout + wait_ms / 1000
         failures = 0
         async with self._room:
@@ -97,7 +153,7 @@ class Connections:
                 try:
                     if link is None:
                         link = await self._open(what)
-                    replies = await link.exchange(payload, len(commands), timeout, until_error)
+                    replies = await link.exchange(payload, count, timeout, until_error)
                 except CONNECTION_ERRORS as exc:
                     if link is not None:
                         link.close()
@@ -114,7 +170,7 @@ class Connections:
                     if link is not None:
                         link.close()
                     raise
-                if len(replies) < len(commands):
+                if len(replies) < count:
                     link.close()  # cut short by an error reply: the rest is still owed
                 else:
                     self._idle.append(link)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pygents_dist._keys import GROUP
 from pygents_dist._redis_errors import first_error, reply_code
-from pygents_dist._streams import SIGNALS_CAP
+from pygents_dist._streams import SIGNALS_CAP, signal
 from pygents_dist._transport import Transport
 
 __all__ = [
@@ -80,6 +80,9 @@ async def set_paused(transport: Transport, agent: str, paused: bool) -> None:
     keys = transport.keys
     if paused:
         await transport.scripts.run_one("pause", [keys.state(agent)], [])
+    elif await transport.is_cluster():  # the ready shard lives in another slot
+        await transport.execute([("HDEL", keys.state(agent), "paused")], "resume")
+        await signal(transport, [agent])
     else:
         await transport.scripts.run_one(
             "resume", [keys.state(agent), keys.ready], [SIGNALS_CAP, agent]
@@ -129,23 +132,17 @@ async def forget_worker(transport: Transport, worker_id: str) -> None:
 
 async def workers(transport: Transport) -> dict[str, bytes]:
     """Live workers -> their msgpack info."""
-    keys: list[bytes] = []
-    cursor: bytes | int = 0
-    pattern = transport.keys.worker_pattern
-    while True:
-        command = ("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
-        ((cursor, found),) = await transport.execute([command], "workers")
-        keys.extend(found)
-        if int(cursor) == 0:
-            break
+    keys = await transport.scan(transport.keys.worker_pattern, _SCAN_COUNT)
     if not keys:
         return {}
-    (values,) = await transport.execute([("MGET", *keys)], "workers")
+    # GETs, not one MGET: on a cluster the heartbeats live in many slots.
+    values = await transport.execute([("GET", key) for key in keys], "workers")
     return {k.decode().rsplit(":", 1)[1]: v for k, v in zip(keys, values, strict=False) if v}
 
 
 async def agent_status(transport: Transport, agents: Sequence[str]) -> list[dict[str, Any]]:
-    """Per agent: queue depth, pending count, oldest pending entry, owner, paused."""
+    """Per agent: queue depth, pending count, oldest pending entry, owner, paused, and on a
+    Redis Cluster the ``host:port`` of the primary holding its keys (``node``)."""
     k = transport.keys
     commands: list[tuple[Any, ...]] = []
     for agent in agents:
@@ -159,9 +156,13 @@ async def agent_status(transport: Transport, agents: Sequence[str]) -> list[dict
     # then has nothing in flight, which is what the status shows.
     raw = await transport.execute_raw(commands, "status") if commands else []
     first_error([r for r in raw if not _is_no_group(r)], "status")
+    cluster = transport.cluster
     out = []
     for i, agent in enumerate(agents):
         length, pending, owner, paused = raw[4 * i : 4 * i + 4]
+        node = None
+        if cluster is not None:
+            node = "{}:{}".format(*cluster.address_of(k.turns(agent)))
         in_flight, oldest = (pending[0], pending[1]) if isinstance(pending, list) else (0, None)
         out.append(
             {
@@ -171,6 +172,7 @@ async def agent_status(transport: Transport, agents: Sequence[str]) -> list[dict
                 "oldest_pending": _text(oldest),
                 "owner": _text(owner),
                 "paused": bool(paused),
+                **({"node": node} if node else {}),
             }
         )
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pygents_dist._streams import send_command
+from pygents_dist._streams import send_command, send_turns
 from pygents_dist._transport import Entry, Transport, entries
 
 __all__ = [
@@ -78,6 +78,11 @@ async def requeue_dead(transport: Transport, letters: Sequence[Letter]) -> None:
         if turn_id
     ]
     sends = [(agent, turn_id, data, sig) for _id, agent, turn_id, data, sig in letters]
-    commands.append(send_command(transport, sends))
-    await transport.execute(commands, "replay")
+    if await transport.is_cluster():  # the agents live in other slots: ids out, then sends
+        if commands:
+            await transport.execute(commands, "replay")
+        await send_turns(transport, sends)
+    else:
+        commands.append(send_command(transport, sends))
+        await transport.execute(commands, "replay")
     await delete_dead(transport, [letter[0] for letter in letters])

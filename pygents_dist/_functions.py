@@ -23,8 +23,8 @@ Versions: the wire version is in the names (a new wire version is a new library 
 old one). ``REVISION`` counts changes within one wire version; a new revision only adds
 (functions, optional arguments), so a newer library serves older senders. ``install`` loads
 the library when Redis has none, replaces an older revision and leaves a newer one (never
-downgrading). Installing is one function over a transport: on a cluster it would run on
-every primary.
+downgrading). Not on a Redis Cluster: ``pyg1_send`` and ``pyg1_resume`` touch keys of several slots
+there (``install`` refuses; senders use the plain commands of ``docs/wire.md``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pygents_dist._scripts import lua_text
 from pygents_dist._streams import SIGNALS_CAP
 from pygents_dist._transport import Transport
 from pygents_dist._wire import WIRE_VERSION
+from pygents_dist.errors import RedisCommandError
 
 __all__ = ["FUNCTIONS", "LIBRARY", "REVISION", "Installed", "install", "library_source"]
 
@@ -267,9 +268,17 @@ async def install(transport: Transport) -> Installed:
 
     Raises:
         RedisCommandError: Redis refused (``RedisPermissionError`` when the ACL does; an
-            ``ERR unknown command`` before Redis 7).
+            ``ERR unknown command`` before Redis 7), or Redis is a cluster (code
+            ``CLUSTER``: the functions span slots there; senders use plain commands).
         ConnectionLostError: Redis is unreachable.
     """
+    if await transport.is_cluster():
+        raise RedisCommandError(
+            f"the Functions library {LIBRARY} is not for a Redis Cluster (its functions touch "
+            "keys of several slots): send with plain commands there (docs/wire.md)",
+            code="CLUSTER",
+            operation="function load",
+        )
     first = found = await loaded_revision(transport)
     attempt = 0
     while found is None or found < REVISION:

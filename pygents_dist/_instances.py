@@ -64,14 +64,8 @@ async def kinds(transport: Transport) -> list[str]:
     """Every kind with an instance index, sorted."""
     keys = transport.keys
     start, end = len(keys.base) + 2, -len("}:instances")
-    found: set[str] = set()
-    cursor = 0
-    while True:
-        command = ("SCAN", cursor, "MATCH", keys.instances_pattern, "COUNT", _SCAN_COUNT)
-        ((cursor, raw),) = await transport.execute([command], "instances")
-        found.update(bytes(key)[start:end].decode(errors="replace") for key in raw)
-        if int(cursor) == 0:
-            return sorted(found)
+    raw = await transport.scan(keys.instances_pattern, _SCAN_COUNT)  # every primary's
+    return sorted({bytes(key)[start:end].decode(errors="replace") for key in raw})
 
 
 class KindSummary(NamedTuple):
@@ -120,14 +114,8 @@ async def summaries(transport: Transport, kinds: Sequence[str]) -> list[KindSumm
 async def _queued(transport: Transport, kind: str) -> int:
     """Instances of ``kind`` whose stream exists (turns queued or in flight)."""
     pattern = transport.keys.instance_turns_pattern(kind)
-    found: set[bytes] = set()
-    cursor = 0
-    while True:
-        command = ("SCAN", cursor, "MATCH", pattern, "COUNT", 1000, "TYPE", "stream")
-        ((cursor, raw),) = await transport.execute([command], "instances")
-        found.update(bytes(key) for key in raw)
-        if int(cursor) == 0:
-            return len(found)
+    raw = await transport.scan(pattern, 1000, kind="stream")  # every primary's
+    return len({bytes(key) for key in raw})
 
 
 async def page(transport: Transport, kind: str, offset: int, count: int) -> list[tuple[str, int]]:

@@ -5,20 +5,36 @@ Keys start with a versioned prefix (``pyg1``, optionally behind a user namespace
 one agent carries the hash tag ``{agent}``, so an agent's stream, state, lease, outbox and
 replies live on one Redis Cluster slot and one script can touch them all atomically. The
 layout is part of the wire contract, ``docs/wire.md``.
+
+On a Redis Cluster the "has work" signals go to ``READY_SHARDS`` ready streams instead of one
+(``ready_shard``), whose hash tags (``{0}`` to ``{15}``) spread them over the cluster's slots.
+Workers read every shard; a sender signals on a shard of the agent's own primary when it can
+(``_streams.py``), else on the agent's own shard (``shard_of``).
 """
 
 from __future__ import annotations
 
+import binascii
 import re
 from typing import NamedTuple
 
-__all__ = ["GROUP", "KEY_PREFIX", "AgentKeys", "Keys", "check_agent_name", "glob_escape"]
+__all__ = [
+    "GROUP",
+    "KEY_PREFIX",
+    "READY_SHARDS",
+    "AgentKeys",
+    "Keys",
+    "check_agent_name",
+    "glob_escape",
+]
 
 #: The consumer group every worker reads agent streams through.
 GROUP = "workers"
 #: The versioned prefix of every key (behind the namespace, if any, and a colon).
 KEY_PREFIX = "pyg1"
 _NAME = re.compile(r"^[^{}\s]{1,200}$")
+#: Ready streams of a Redis Cluster (one per hash tag ``{0}``..``{15}``).
+READY_SHARDS = 16
 #: Agents whose key records ``Keys.for_agent`` keeps (a worker serving more rebuilds some).
 _AGENTS_CACHED = 20_000
 
@@ -163,6 +179,16 @@ class Keys:
     def dead(self) -> str:
         """Stream of dead-lettered messages with their reasons."""
         return f"{self.base}:dead"
+
+    def ready_shard(self, index: int) -> str:
+        """On a Redis Cluster: ready stream ``index`` (of ``READY_SHARDS``)."""
+        return f"{self.base}:ready:{{{index}}}"
+
+    @staticmethod
+    def shard_of(agent: str) -> int:
+        """On a Redis Cluster: the ready shard that takes ``agent``'s signals (CRC16 of its
+        name, the hash tag of its keys, modulo ``READY_SHARDS``)."""
+        return binascii.crc_hqx(agent.encode(), 0) % 16384 % READY_SHARDS
 
     def worker(self, worker_id: str) -> str:
         """Heartbeat of one worker (msgpack info, TTL)."""

@@ -5,6 +5,13 @@ value ``<worker>:<fence>`` with a TTL). ``lua/take.lua`` takes it together with 
 context and first batch; the fence number in the value is the token every later fetch and
 commit must show. The ``owned`` sorted set records each lease's expiry so that any worker
 can find agents whose owner died (``expired_owners``).
+
+On a Redis Cluster the ``owned`` set and an agent's keys live in different slots, most often
+on different primaries: a lease recorded "in the take's round trip" is then recorded at the
+same moment as the take, not before it, and ``take_many`` runs one script call per primary
+(``_node_groups.py``). A worker that dies in between (after the take, before the record) leaves
+an agent ``expired_owners`` does not list: the workers' periodic backlog scan (every served
+agent once a lease) finds it instead, a lease or so later.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 from pygents_dist import _instances
 from pygents_dist._keys import GROUP
+from pygents_dist._node_groups import run_by_node
 from pygents_dist._scripts import COMMAND, ScriptCall
 from pygents_dist._statuses import NOT_TAKEN, TakeStatus
 from pygents_dist._transport import Entry, Transport, entries
@@ -103,6 +111,20 @@ async def take_many(
     case only: an agent with pending entries, waiting sends or no group comes back with
     status 4 and no lease, for ``take``. Taken ones (status 0) carry their first batch.
     ``record``: agents whose leases the round trip records first (see ``take``)."""
+    if await transport.is_cluster():
+        [got] = await run_by_node(
+            transport,
+            record_calls(transport, record, lease_ms),
+            [
+                (
+                    "take_many",
+                    agents,
+                    lambda part: take_many_call(transport, part, worker_id, lease_ms, count),
+                )
+            ],
+            "take_many",
+        )
+        return taken_many(got)
     keys, args = take_many_call(transport, agents, worker_id, lease_ms, count)
     calls = [*record_calls(transport, record, lease_ms), ("take_many", keys, args)]
     return taken_many((await transport.scripts.run(calls, "take_many"))[-1])

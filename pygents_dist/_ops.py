@@ -151,7 +151,7 @@ async def _snapshot(client: Client) -> dict[str, Any]:
         row["oldest_taken_age_s"] = (
             None if taken_ms is None else round(now_ms / 1000 - taken_ms / 1000, 1)
         )
-    return {
+    snapshot = {
         "ts": round(time.time(), 3),
         "agents": rows,
         "kinds": kinds,
@@ -159,16 +159,24 @@ async def _snapshot(client: Client) -> dict[str, Any]:
         "dead_letters": await _dead_letters.dead_count(transport),
         "schedules": [i.as_dict() for i in await _schedules.listing(transport)],
     }
+    if transport.cluster is not None:
+        snapshot["cluster"] = await transport.cluster.health()
+    return snapshot
 
 
 def _render(snapshot: dict[str, Any]) -> str:
-    lines = [f"{'AGENT':<24} {'DEPTH':>6} {'IN-FLIGHT':>9} {'OLDEST':>8} {'PAUSED':>6}  OWNER"]
+    cluster = snapshot.get("cluster")
+    node = f" {'NODE':<21}" if cluster else ""
+    lines = [
+        f"{'AGENT':<24} {'DEPTH':>6} {'IN-FLIGHT':>9} {'OLDEST':>8} {'PAUSED':>6}{node}  OWNER"
+    ]
     for row in snapshot["agents"]:
         age = row["oldest_pending_age_s"]
+        where = f" {row.get('node', '-'):<21}" if cluster else ""
         lines.append(
             f"{row['agent']:<24} {row['depth']:>6} {row['in_flight']:>9} "
-            f"{'-' if age is None else f'{age}s':>8} {'yes' if row['paused'] else 'no':>6}  "
-            f"{row['owner'] or '-'}"
+            f"{'-' if age is None else f'{age}s':>8} {'yes' if row['paused'] else 'no':>6}"
+            f"{where}  {row['owner'] or '-'}"
         )
     if not snapshot["agents"]:
         lines.append("(no agents declared: is a worker running with this namespace?)")
@@ -194,6 +202,16 @@ def _render(snapshot: dict[str, Any]) -> str:
         )
     if not snapshot["workers"]:
         lines.append("(no live workers)")
+    if cluster:
+        lines.append("")
+        lines.append(f"cluster: {cluster['state']}")
+        lines.append(f"{'NODE':<22} {'ROLE':<8} {'SLOTS':>6} {'REPLICAS':>8}  STATE")
+        for n in cluster["nodes"]:
+            replicas = n.get("replicas", "")
+            lines.append(
+                f"{n['node']:<22} {n['role']:<8} {n['slots']:>6} {replicas!s:>8}  "
+                f"{'FAILED' if n['failed'] else 'ok'}"
+            )
     lines.append("")
     lines.append(f"dead letters: {snapshot['dead_letters']}")
     if snapshot["schedules"]:

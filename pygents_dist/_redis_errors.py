@@ -10,7 +10,9 @@ of the package (and its users) catch ``pygents_dist.errors`` types only:
 
 The plumbing modules (``_connections.py``, ``_scripts.py``, ``_transport.py``) look at raw
 replies first where an error is part of a protocol (``NOSCRIPT``: load the script and go
-again; ``BUSYGROUP``: the group exists); everything else comes through here.
+again; ``BUSYGROUP``: the group exists; on a cluster ``MOVED``, ``ASK`` and the replies of a
+failover, told apart by ``cluster_redirect`` for ``_cluster.py`` to follow); everything else
+comes through here.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pygents_dist.errors import (
 
 __all__ = [
     "CONNECTION_ERRORS",
+    "cluster_redirect",
     "first_error",
     "is_missing_script",
     "lost",
@@ -58,6 +61,25 @@ def lost(exc: BaseException, what: str) -> ConnectionLostError:
 def is_missing_script(reply: Any) -> bool:
     """Whether ``reply`` is ``NOSCRIPT``: Redis does not know the script (it restarted)."""
     return isinstance(reply, NoScriptError)
+
+
+#: Cluster replies meaning "not now, not here": retried after a backoff with a fresh slot map.
+_TRANSIENT_CLUSTER = frozenset({"TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "READONLY"})
+
+
+def cluster_redirect(reply: Any) -> tuple[str, tuple[str, int] | None] | None:
+    """For a Redis Cluster reply that asks to try elsewhere or later: ``(code, address)``
+    (``MOVED``/``ASK`` with the node named, or ``TRYAGAIN``, ``CLUSTERDOWN``, ``LOADING``,
+    ``MASTERDOWN``, ``READONLY`` with None); None for any other reply."""
+    if not isinstance(reply, Exception):
+        return None
+    code = reply_code(reply)
+    if code in ("MOVED", "ASK"):
+        host, _, port = str(reply).split()[-1].rpartition(":")
+        return (code, (host, int(port)) if port.isdigit() else None)
+    if code in _TRANSIENT_CLUSTER:
+        return (code, None)
+    return None
 
 
 def reply_code(exc: Exception) -> str:

@@ -20,10 +20,10 @@ import importlib.resources
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pygents_dist._connections import Connections
+from pygents_dist._connections import Executor
 from pygents_dist._redis_errors import first_error, is_missing_script, translate
 
-__all__ = ["COMMAND", "ScriptCall", "Scripts", "lua_text"]
+__all__ = ["COMMAND", "NODE_WIDE", "ScriptCall", "Scripts", "lua_text"]
 
 #: One script call: (script name, KEYS, ARGV); with the name ``COMMAND``, a plain command
 #: (its words in KEYS) sent in its place in the same round trip.
@@ -38,6 +38,7 @@ _FILES = (
     "take",
     "take_many",
     "send",
+    "append",
     "cancel",
     "pause",
     "resume",
@@ -110,6 +111,27 @@ return out
 """
 
 
+#: A script for one Redis Cluster primary: its KEYS come in ARGV (after their count), one of
+#: them declared as KEYS[1] to route the call; the flag lets it touch keys of other slots
+#: of the same primary. First an EXISTS over each run of keys with one hash tag (one slot: a
+#: command may not span slots even so): a key that is not on this primary fails the call
+#: before anything is written (``_node_groups.py``).
+_NODE_WIDE = """#!lua flags=allow-cross-slot-keys
+local nkeys = tonumber(ARGV[1])
+local KEYS, ARGV = {unpack(ARGV, 2, nkeys + 1)}, {unpack(ARGV, nkeys + 2)}
+local i = 1
+while i <= #KEYS do
+  local tag, j = string.match(KEYS[i], '{(.-)}'), i
+  while j < #KEYS and string.match(KEYS[j + 1], '{(.-)}') == tag do j = j + 1 end
+  redis.call('EXISTS', unpack(KEYS, i, j))
+  i = j + 1
+end
+<body>
+"""
+#: The group scripts that have a ``<name>_node`` variant.
+NODE_WIDE = ("take_many", "commit_many", "append")
+
+
 def lua_text(name: str) -> str:
     """The text of ``lua/<name>.lua``, includes pasted in and comment lines dropped (some
     scripts travel with every call, as ``EVAL``). The Redis Functions library
@@ -127,6 +149,9 @@ def _sources() -> dict[str, str]:
         "<fetch.lua>", sources["fetch"]
     )
     sources["commit_many"] = _COMMIT_MANY.replace("<commit.lua>", sources["commit"])
+    for name in NODE_WIDE:  # the body's own flags line, if any, is the composition's
+        body = "\n".join(x for x in sources[name].splitlines() if not x.startswith("#!"))
+        sources[f"{name}_node"] = _NODE_WIDE.replace("<body>", body)
     return sources
 
 
@@ -139,7 +164,7 @@ class Scripts:
     ``pygents_dist.errors`` types.
     """
 
-    def __init__(self, connections: Connections) -> None:
+    def __init__(self, connections: Executor) -> None:
         self._connections = connections
         self.sources = _sources()
         self.shas = {

@@ -30,7 +30,8 @@ class WorkerSettings:
         parallel: agent name -> turns run at once. Only for agents whose tools are
             stateless: their turns no longer run in stream order (default 1: an actor).
         limits: size and nesting limits for messages.
-        redis_options: extra redis-py options (``ssl_ca_certs`` ...).
+        redis_options: extra redis-py options (``ssl_ca_certs`` ...), and ``durability``
+            (``"replicated"``: a commit counts once a replica has it; see ``Transport``).
         metrics_port: serve Prometheus metrics on this port (None: off).
         metrics_host: the address the metrics server binds.
         linger_ms: after an agent's last turn, keep its lease this long for the next one,

@@ -87,6 +87,7 @@ from pygents_dist._scheduler import Scheduler
 from pygents_dist._schedules import ScheduleLoop
 from pygents_dist._served_agents import ServedAgents, describe, observe
 from pygents_dist._settings import WorkerSettings
+from pygents_dist._signals import Signals
 from pygents_dist._timers import TimerLoop
 from pygents_dist._transport import Transport
 from pygents_dist.errors import ConnectionLostError, RedisCommandError
@@ -152,7 +153,7 @@ class Worker:
             settings.redis_url, namespace=settings.namespace, **settings.redis_options
         )
         self._stopping = asyncio.Event()
-        self._signals_from = b"$"
+        self._signals = Signals(self.transport)
         self.stats = {
             "turns": 0,
             "batches": 0,
@@ -250,6 +251,7 @@ class Worker:
             # Take no new turns, but keep heartbeats, lease renewal and cancels going while
             # in-flight turns finish: a turn longer than the lease would lose its commit.
             loops[0].cancel()
+            await self._signals.aclose()
             try:
                 await self._drain()
             finally:
@@ -257,6 +259,7 @@ class Worker:
                     loop.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
         finally:
+            await self._signals.aclose()
             if metrics_server is not None:
                 metrics_server.close()
             _seams.set_router(None)
@@ -280,13 +283,22 @@ class Worker:
         await self.transport.ping()
         await self._install_functions()
         await self._declare()
-        self._signals_from = await _streams.last_signal_id(self.transport)
+        await self._signals.start()
         await self._scan()
 
     async def _install_functions(self) -> None:
         """Install the Redis Functions library other languages send with (``_functions``),
         or a newer revision of it. A Redis that refuses (before Redis 7, or an ACL without
-        ``FUNCTION``) costs those senders the function, not this worker its start."""
+        ``FUNCTION``) costs those senders the function, not this worker its start. Not on a
+        Redis Cluster: its functions span slots (the agent's, the ready stream's and the
+        directory's), so other languages send there with plain XADD."""
+        if await self.transport.is_cluster():
+            _log.info(
+                "Redis Cluster: the Functions library %s is not installed (services in other "
+                "languages send with plain XADD, docs/wire.md)",
+                _functions.LIBRARY,
+            )
+            return
         try:
             installed = await _functions.install(self.transport)
         except RedisCommandError as exc:
@@ -376,7 +388,7 @@ class Worker:
         backoff_s = 0.05
         while True:
             try:
-                entries = await _streams.read_signals(self.transport, self._signals_from, 1000)
+                entries = await self._signals.read(1000)
                 backoff_s = 0.05
             except Exception as exc:  # never let the loop die: the worker would go silent
                 _log.warning("signals: %s; retrying in %.2fs", exc, backoff_s)
@@ -386,8 +398,7 @@ class Worker:
             news = False
             unknown: list[str] = []
             addressable = self.agents.addressable  # instances are built when taken
-            for entry_id, fields in entries:
-                self._signals_from = entry_id
+            for _entry_id, fields in entries:
                 if b"t" in fields:  # a delayed turn or tick due sooner than any other
                     self.timers.wake()
                     self.schedules.wake()
@@ -434,7 +445,7 @@ class Worker:
             _log.warning("heartbeat key vanished (Redis lost its data?): declaring again")
             await self._install_functions()
             await self._declare()
-            self._signals_from = b"0-0"
+            self._signals.rewind()
             await self._scan()
         await self._leases.renew()
         for agent in await self._activate(await _leases.expired_owners(transport)):

@@ -4,6 +4,7 @@ The tree::
 
     DistError
     ├── ConnectionLostError        Redis unreachable after retries (also a ConnectionError)
+    │   └── NotReplicatedError     durability "replicated": no replica confirmed a write
     ├── RedisCommandError          Redis refused a command (an error reply); carries its code
     │   └── RedisPermissionError   an ACL refused it (NOPERM; also a PermissionError)
     ├── PayloadError               a turn, value or message cannot be sent (also a ValueError)
@@ -27,6 +28,7 @@ __all__ = [
     "DeadLetterReason",
     "DeadLetteredError",
     "DistError",
+    "NotReplicatedError",
     "PayloadError",
     "RedisCommandError",
     "RedisPermissionError",
@@ -43,6 +45,12 @@ class DistError(Exception):
 
 class ConnectionLostError(DistError, ConnectionError):
     """Redis could not be reached (after the configured retries)."""
+
+
+class NotReplicatedError(ConnectionLostError):
+    """With ``durability="replicated"``: no replica confirmed a write in time (or the Redis
+    has no replica to confirm it). The write may have happened on the primary, and may be
+    lost if it fails over now; like a lost connection, the operation is safe to retry."""
 
 
 class RedisCommandError(DistError):

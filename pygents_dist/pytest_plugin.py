@@ -8,6 +8,10 @@ Loaded through the ``pytest11`` entry point ``pygents_dist``. Fixtures:
 - ``container_redis`` (session): a Redis in a container, always through testcontainers (the
   container tier: override ``redis_server`` with it in a conftest). Without Docker its tests
   are skipped with the reason, or fail when the ``CI`` environment variable is true.
+- ``redis_cluster`` (session): a :class:`~pygents_dist.testing.RedisCluster` of 3 primaries
+  and 3 replicas on loopback ports (``redis-server`` from ``PATH``, no Docker), its state
+  ok; ``.url`` reaches any node. Tests share it (keep to ``key_prefix``); a test that kills a
+  primary waits for the failover (``wait_failover``) and restarts the node before it ends.
 - ``key_prefix``: a fresh ``t<8 hex>`` string per test, also set as ``PYGENTS_KEY_PREFIX``.
 - ``redis_url``: the session server's URL, with a fresh ``key_prefix`` for the test.
 - ``private_redis``: a :class:`~pygents_dist.testing.RedisServer` of the test's own, to kill
@@ -45,7 +49,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pygents_dist.testing import ContainerRedis, RedisEndpoint, RedisServer, WorkerPool
+    from pygents_dist.testing import (
+        ContainerRedis,
+        RedisCluster,
+        RedisEndpoint,
+        RedisServer,
+        WorkerPool,
+    )
 
 __all__ = [
     "container_redis",
@@ -55,6 +65,7 @@ __all__ = [
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_terminal_summary",
+    "redis_cluster",
     "redis_server",
     "redis_url",
     "worker_factory",
@@ -67,9 +78,16 @@ _MARKERS = {
     "containers": "runs in Docker containers (Redis through testcontainers, compose.yaml)",
 }
 _INTEGRATION_FIXTURES = frozenset(
-    {"redis_server", "redis_url", "private_redis", "worker_factory", "container_redis"}
+    {
+        "redis_server",
+        "redis_url",
+        "private_redis",
+        "worker_factory",
+        "container_redis",
+        "redis_cluster",
+    }
 )
-_SLOW_FIXTURES = frozenset({"private_redis", "worker_factory"})
+_SLOW_FIXTURES = frozenset({"private_redis", "worker_factory", "redis_cluster"})
 _CONTAINER_FIXTURES = frozenset({"container_redis"})
 #: What the session said about its Redis, printed once at the end.
 _NOTES = pytest.StashKey[dict[str, str]]()
@@ -219,6 +237,22 @@ def container_redis(request: pytest.FixtureRequest) -> Iterator[ContainerRedis]:
         yield endpoint
     finally:
         endpoint.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A local Redis Cluster for the session (3 primaries, 3 replicas, node timeout 1 s),
+    killed and its directory removed at the end. Needs ``redis-server`` and ``redis-cli`` on
+    ``PATH``; without them its tests fail with one line saying so."""
+    testing = _testing("redis_cluster")
+    try:
+        cluster: RedisCluster = testing.RedisCluster().start()
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        pytest.fail(f"no local Redis Cluster (redis-server and redis-cli on PATH?): {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture

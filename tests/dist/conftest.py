@@ -1,5 +1,10 @@
 """Fixtures of the dist integration tests: workers serving ``tests/dist/apps``, a client, and
-a plain Redis client for looking at (and poking) what the tools and the runtime wrote."""
+a plain Redis client for looking at (and poking) what the tools and the runtime wrote.
+
+With ``PYGENTS_TEST_CLUSTER=1`` the tests that use the session's Redis (``redis_server``,
+``redis_url``) run against the session's local Redis Cluster instead, with cluster clients
+for ``store`` and ``raw_redis`` (a manual run, reported in the README; tests of one node's
+own behaviour, such as restarts of a private server, are not about the cluster)."""
 
 from __future__ import annotations
 
@@ -7,16 +12,17 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import gc
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import redis.asyncio as aioredis
 
 from pygents_dist import Client
-from pygents_dist.testing import RedisEndpoint, WorkerPool, WorkerProcess
+from pygents_dist.testing import RedisCluster, RedisEndpoint, WorkerPool, WorkerProcess
 
 APPS = Path(__file__).parent / "apps"
 #: Short leases keep crash recovery quick; renewal runs every third of it.
@@ -87,6 +93,23 @@ def module_workers(
                 print(f"----- {worker!r} output -----\n{worker.output_text}")
 
 
+ON_CLUSTER = os.environ.get("PYGENTS_TEST_CLUSTER") == "1"
+
+if ON_CLUSTER:
+
+    @pytest.fixture(scope="session")
+    def redis_server(redis_cluster: RedisCluster) -> RedisCluster:
+        """The session's local Redis Cluster, in place of a single Redis."""
+        return redis_cluster
+
+
+def _plain_client(url: str, **options: Any) -> aioredis.Redis:
+    """A redis-py client of the test's Redis (a cluster client on a cluster)."""
+    if ON_CLUSTER:
+        return aioredis.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+    return aioredis.Redis.from_url(url, **options)
+
+
 @pytest.fixture
 def namespace(key_prefix: str) -> str:
     """The test's key namespace: its own ``key_prefix`` (a module may share one)."""
@@ -103,7 +126,7 @@ async def client(redis_url: str, namespace: str) -> AsyncIterator[Client]:
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """A plain Redis client (str responses) on the test's Redis."""
-    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    r = _plain_client(redis_url, decode_responses=True)
     try:
         yield r
     finally:
@@ -114,7 +137,7 @@ async def store(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """A plain Redis client (bytes responses) on the test's Redis, for looking at keys the
     runtime wrote (the runtime's own transport hands out no client)."""
-    r = aioredis.Redis.from_url(redis_url)
+    r = _plain_client(redis_url)
     try:
         yield r
     finally:

@@ -18,6 +18,7 @@ import pygents
 import pygents_dist
 from pygents import Agent, tool
 from pygents_dist import Client, Worker, WorkerSettings
+from pygents_dist._cluster import ClusterConnections
 from pygents_dist._connections import Connections
 from pygents_dist._scripts import Scripts
 from pygents_dist._transport import Transport
@@ -53,7 +54,7 @@ def test_only_the_redis_plumbing_imports_redis() -> None:
         for path in sources(DIST)
         if any(top(name) == "redis" for name in imported_modules(path))
     }
-    assert importers == {"_transport.py", "_connections.py", "_redis_errors.py"}
+    assert importers == {"_transport.py", "_connections.py", "_cluster.py", "_redis_errors.py"}
 
 
 def test_core_imports_only_the_standard_library_and_itself() -> None:
@@ -81,7 +82,7 @@ def test_core_never_imports_dist() -> None:
 
 #: Objects whose insides are the Redis plumbing, and objects that are not ours to walk (the
 #: event loop reaches every socket of the process, whoever opened it).
-PLUMBING = (Transport, Connections, Scripts)
+PLUMBING = (Transport, Connections, ClusterConnections, Scripts)
 NOT_OURS = (
     asyncio.AbstractEventLoop,
     asyncio.Future,

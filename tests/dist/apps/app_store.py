@@ -1,7 +1,8 @@
 """What the test apps share: the worker process's Redis client and the test's own keys.
 
 The worker finds Redis through ``PYGENTS_REDIS_URL`` and the test's key prefix through
-``PYGENTS_KEY_PREFIX`` (both set by the tests' ``start`` fixture).
+``PYGENTS_KEY_PREFIX`` (both set by the tests' ``start`` fixture); with
+``PYGENTS_TEST_CLUSTER=1`` that Redis is a Redis Cluster, and the client is a cluster client.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ def store() -> aioredis.Redis:
     """This process's Redis client (made on first use, in the worker's event loop)."""
     global _store
     if _store is None:
-        _store = aioredis.Redis.from_url(os.environ["PYGENTS_REDIS_URL"])
+        url = os.environ["PYGENTS_REDIS_URL"]
+        if os.environ.get("PYGENTS_TEST_CLUSTER") == "1":
+            _store = aioredis.RedisCluster.from_url(url)  # type: ignore[assignment]
+        else:
+            _store = aioredis.Redis.from_url(url)
     return _store
 
 
