@@ -102,6 +102,9 @@ class BatchRunner:
         self.running_turn: dict[str, str] = {}
         #: Turns the cancel loop cancelled while they ran.
         self.cancel_requested: set[str] = set()
+        #: On a Redis Cluster retry backoffs are slept in the worker (``lua/hold.lua`` writes
+        #: the shared due index beside the agent's keys): set by the worker at start.
+        self.on_cluster = False
         #: agent: (turn id, attempt) of the turn whose retry its pending entries hold.
         self._resuming: dict[str, tuple[str, int]] = {}
         #: agent: the retry its running turn deferred (``_retries``).
@@ -172,7 +175,7 @@ class BatchRunner:
                 self._resuming[agent] = resumed
         # Only turns run one at a time defer a retry's backoff to Redis (their order is kept
         # by holding the agent); a parallel agent's turns (tasks copying this) sleep it.
-        defer_token = _retries.deferring.set(slots is None)
+        defer_token = _retries.deferring.set(slots is None and not self.on_cluster)
         try:
             for index, ((entry_id, fields), flag) in enumerate(zip(entries, flags, strict=True)):
                 if slots is None and time.monotonic() - checked > _PAUSE_CHECK_S:

@@ -38,7 +38,7 @@ from typing import Any
 from pygents.agent import Agent
 from pygents.registry import HookRegistry, split_instance
 from pygents.schedule import Missed, Schedule
-from pygents_dist import _directory, _trace, _wire
+from pygents_dist import _directory, _timers, _trace, _wire
 from pygents_dist._streams import SIGNALS_CAP
 from pygents_dist._transport import Transport
 
@@ -180,6 +180,7 @@ async def put(
     """Store a schedule with its first tick after now (or paused); with ``keep_same`` an
     unchanged spec keeps its stored tick and pause. True when written."""
     check_schedule_name(name)
+    await _timers.refuse_on_cluster(transport, "schedules")
     schedule = Schedule.from_dict(stored["schedule"])
     data = _wire.pack(stored)
     next_tick = "" if paused else str(_next_ms(schedule, await _redis_now_ms(transport)))
@@ -190,8 +191,15 @@ async def put(
 
 async def declare(transport: Transport, agents: Iterable[Agent]) -> int:
     """Write the schedules the agents' module declares (``agent.schedules``), keeping the
-    tick and pause of those that did not change; how many were written."""
+    tick and pause of those that did not change; how many were written. (On a Redis
+    Cluster, where schedules are not supported yet, a module's schedules are logged and
+    left out.)"""
     written = 0
+    if await transport.is_cluster():
+        named = [f"{a.name}:{n}" for a in agents for n in a.schedules]
+        if named:
+            _log.error("schedules need a single Redis node; not firing %s", ", ".join(named))
+        return 0
     for agent in agents:
         for name, entry in agent.schedules.items():
             turn = entry.turn

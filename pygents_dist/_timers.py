@@ -44,6 +44,7 @@ __all__ = [
     "due_of",
     "move_due",
     "pending",
+    "refuse_on_cluster",
 ]
 
 _log = logging.getLogger("pygents_dist.timers")
@@ -88,7 +89,12 @@ async def delay_turns(transport: Transport, agent: str, turns: Sequence[Delayed]
     """Store ``turns`` of ``agent`` until due (``lua/delay.lua``); their due times (Unix ms).
 
     When this returns the turns are in Redis. Storing a turn id again replaces it.
+
+    Raises:
+        NotImplementedError: Redis is a cluster (not yet: the script writes the shared due
+            index beside the agent's keys).
     """
+    await refuse_on_cluster(transport, "delayed turns")
     keys = transport.keys
     args: list[Any] = [agent, SIGNALS_CAP]
     for turn_id, due, data, signature in turns:
@@ -97,6 +103,17 @@ async def delay_turns(transport: Transport, agent: str, turns: Sequence[Delayed]
         "delay", [keys.timers(agent), keys.timed(agent), keys.due, keys.ready], args
     )
     return [int(x) for x in got]
+
+
+async def refuse_on_cluster(transport: Transport, what: str) -> None:
+    """Raise ``NotImplementedError`` naming ``what`` when Redis is a cluster: the delayed
+    turn, hold and schedule scripts write shared keys (the due and schedule indexes, the
+    ready stream) beside an agent's, which a cluster refuses (CROSSSLOT)."""
+    if await transport.is_cluster():
+        raise NotImplementedError(
+            f"{what} are not supported on a Redis Cluster yet (they need a single Redis "
+            "node); rate and concurrency limits are"
+        )
 
 
 async def cancel_delayed(transport: Transport, agent: str, turn_id: str) -> bool:

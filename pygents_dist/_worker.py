@@ -281,6 +281,7 @@ class Worker:
         for agent in itertools.islice(self.agents, _KEYS_PREPARED):  # not on their first turn
             self.transport.keys.for_agent(agent)
         await self.transport.ping()
+        self._runner.on_cluster = await self.transport.is_cluster()
         await self._install_functions()
         await self._declare()
         await self._signals.start()
