@@ -19,7 +19,7 @@ from pygents_dist import _batches, _directory, _leases, _streams
 from pygents_dist._batch_runner import BatchRunner, NextTurns, TurnBatch
 from pygents_dist._context_store import ContextStore
 from pygents_dist._held_leases import HeldLeases, warn_lapsed
-from pygents_dist._routing import define_agents
+from pygents_dist._routing import before_commit
 from pygents_dist._settings import WorkerSettings, turns_per_fetch
 from pygents_dist._statuses import NOT_TAKEN, FetchStatus, Outcome, TakeStatus
 from pygents_dist._transport import Entry, Transport
@@ -246,8 +246,8 @@ class AgentServer:
         lease was lost and nothing was committed."""
         commit, held, pending = batch.commit, batch.held, batch.pending
         settings = self._settings
-        if commit.new_agents:  # before the commit: the sends it relays must find them
-            await define_agents(self._transport, commit.new_agents, settings)
+        if commit.new_agents or commit.delayed or commit.hold:
+            await before_commit(self._transport, settings, owner, self._worker_id, commit)
         if self._stopping.is_set() or held or batch.rest:  # commit only
             committed = await _batches.commit(self._transport, owner, commit)
             after = (

@@ -18,11 +18,12 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from pygents import _seams
 from pygents.agent import Agent
 from pygents.errors import TurnTimeoutError
 from pygents.registry import split_instance
 from pygents.turn import Turn
-from pygents_dist import _control, _dead_letters, _instances, _metrics, _trace, _wire
+from pygents_dist import _control, _dead_letters, _instances, _metrics, _retries, _trace, _wire
 from pygents_dist._admission import FORGED, Admission
 from pygents_dist._commit import NO_REPLY, Commit
 from pygents_dist._context_store import ContextStore
@@ -101,6 +102,15 @@ class BatchRunner:
         self.running_turn: dict[str, str] = {}
         #: Turns the cancel loop cancelled while they ran.
         self.cancel_requested: set[str] = set()
+        #: On a Redis Cluster retry backoffs are slept in the worker (``lua/hold.lua`` writes
+        #: the shared due index beside the agent's keys): set by the worker at start.
+        self.on_cluster = False
+        #: agent: (turn id, attempt) of the turn whose retry its pending entries hold.
+        self._resuming: dict[str, tuple[str, int]] = {}
+        #: agent: the retry its running turn deferred (``_retries``).
+        self._deferred: dict[str, _seams.RetryDeferred] = {}
+        #: agent: why its running turn's last attempt failed, when it exhausted its retries.
+        self._exhausted: dict[str, str] = {}
         #: Instances of capped kinds taken for the first time: admitted before they run.
         self._unadmitted: set[str] = set()
         #: Instances refused by their kind's cap, to forget once let go (``forget_refused``).
@@ -159,6 +169,13 @@ class BatchRunner:
         batch_ids: set[str] = set()
         held, checked, rest = False, time.monotonic(), None
         refusal = await self._refusal(agent) if self._unadmitted or self.refused else None
+        if pending:  # a retry's entry comes back pending: which attempt is it?
+            resumed = await _retries.attempts(self._transport, agent)
+            if resumed is not None:
+                self._resuming[agent] = resumed
+        # Only turns run one at a time defer a retry's backoff to Redis (their order is kept
+        # by holding the agent); a parallel agent's turns (tasks copying this) sleep it.
+        defer_token = _retries.deferring.set(slots is None and not self.on_cluster)
         try:
             for index, ((entry_id, fields), flag) in enumerate(zip(entries, flags, strict=True)):
                 if slots is None and time.monotonic() - checked > _PAUSE_CHECK_S:
@@ -174,6 +191,7 @@ class BatchRunner:
                         rest = index
                         break
                     checked = time.monotonic()
+                mark = commit.mark()
                 commit.acked.append(entry_id)
                 turn_id = fields.get(b"id", b"").decode(errors="replace")
                 if flag == b"d" or turn_id in batch_ids:
@@ -197,6 +215,19 @@ class BatchRunner:
                 entry = self._run_entry(agent, turn_id, fields, flag == b"c", commit)
                 if slots is None:
                     await entry
+                    deferred = self._deferred.pop(agent, None)
+                    if deferred is not None:
+                        # The attempt failed and its retry waits: it commits nothing, its
+                        # entry (and those read after it) stay pending, the agent is held.
+                        commit.undo(mark)
+                        commit.hold = _retries.RetryHold(
+                            turn_id,
+                            entry_id,
+                            deferred.attempt + 1,
+                            max(0, round(deferred.delay_s * 1000)),
+                        )
+                        held = True
+                        break
                 else:  # an opted-in stateless agent: up to `parallel` turns at once
                     await slots.acquire()
                     task = asyncio.create_task(entry)
@@ -208,6 +239,8 @@ class BatchRunner:
             for task in running:
                 task.cancel()
             running_commit.reset(token)
+            _retries.deferring.reset(defer_token)
+            self._resuming.pop(agent, None)
         commit.now_ms = int(time.time() * 1000)
         commit.context = self._contexts.changes(agent)
         left = (
@@ -266,6 +299,9 @@ class BatchRunner:
             await self._execute(agent, turn_id, turn, reply_index, commit)
         finally:
             _trace.current.reset(trace_token)
+        exhausted = self._exhausted.pop(agent, None)
+        if exhausted is not None:  # kept for `pygents dlq replay`; the caller got the error
+            await self._dead(agent, fields, DeadLetterReason.RETRIES_EXHAUSTED, exhausted)
 
     async def _execute(
         self, agent: str, turn_id: str, turn: Turn[Any], reply_index: int, commit: Commit
@@ -282,6 +318,10 @@ class BatchRunner:
         cancellable = settings.parallel.get(agent, 1) == 1
         if cancellable:  # parallel turns are cancellable only before they start
             self.running_turn[agent] = turn_id
+        resumed = self._resuming.get(agent)
+        attempt_token = None
+        if resumed is not None and resumed[0] == turn_id:
+            attempt_token = _seams.retry_attempt.set(resumed[1])
         metrics, started, ok = self._metrics, time.perf_counter(), False
         counters = metrics.agent_index(agent)
         metrics.started_at(counters)
@@ -301,6 +341,13 @@ class BatchRunner:
             if reply_index > 0:
                 data = _wire.encode_value(None if streaming else result, settings.limits)
                 commit.add_end(reply_index, seq, data)
+        except _seams.RetryDeferred as deferred:
+            self._deferred[agent] = deferred
+            _log.info(
+                "turn retry deferred: %s",
+                deferred,
+                extra={"agent": agent, "turn": turn_id, "tool": turn.tool.__name__},
+            )
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if turn_id not in self.cancel_requested or task is None:
@@ -327,7 +374,15 @@ class BatchRunner:
                 message,
                 "".join(traceback.format_exception(exc)),
             )
+            retry = getattr(turn.tool, "retry", None)
+            if retry is not None and retry.attempts > 1 and retry.retries(exc):
+                self._exhausted[agent] = (
+                    f"{retry.attempts} attempts failed; the last with "
+                    f"{type(exc).__name__}: {message}"
+                )
         finally:
+            if attempt_token is not None:
+                _seams.retry_attempt.reset(attempt_token)
             if publisher is not None:
                 publisher.abandon()
             if cancellable:

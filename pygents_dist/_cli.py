@@ -21,7 +21,7 @@ from typing import Any
 
 from pygents.agent import Agent
 from pygents.registry import AgentRegistry
-from pygents_dist import _log, _wire
+from pygents_dist import _flow_ops, _log, _wire
 from pygents_dist._client import Client, default_namespace, default_redis_url
 from pygents_dist._worker import Worker, WorkerSettings
 from pygents_dist.errors import ConnectionLostError, DistError, NotReplicatedError
@@ -367,6 +367,7 @@ def _ops_parser() -> argparse.ArgumentParser:
     send.add_argument("--args", default="[]", help="JSON array of positional arguments")
     send.add_argument("--timeout", type=float, default=60.0, help="turn timeout in seconds")
     send.add_argument("--trace", help="W3C traceparent to continue (default: a new trace)")
+    _flow_ops.add_send_options(send)
     mode = send.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="wait for the turn and print its result")
     mode.add_argument("--stream", action="store_true", help="print a generator tool's values")
@@ -402,6 +403,7 @@ def _ops_parser() -> argparse.ArgumentParser:
         "an administrator where the deployment's ACL user may not use FUNCTION.",
     )
     functions.add_argument("--install", action="store_true", help="install it now")
+    _flow_ops.add_parsers(sub, as_json)
     dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
     listing = dlq_sub.add_parser("list", parents=[as_json], help="list dead letters, oldest first")
@@ -435,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command == "send":
             arguments = _ops.parse_json_arguments(ns)
+            _flow_ops.parse_send_options(ns)
         if getattr(ns, "count", 1) < 1:
             raise _ops.UsageError("--count must be at least 1")
         if getattr(ns, "offset", 0) < 0:
@@ -499,4 +502,6 @@ async def _ops_main(
             return 0
         if ns.command == "functions":
             return await _ops.functions(client, ns.json, ns.install)
+        if ns.command in _flow_ops.COMMANDS:
+            return await _flow_ops.run(client, ns)
         return await _ops.dead_letters(client, ns)

@@ -8,16 +8,29 @@ every worker at once.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from pygents.registry import HookRegistry, split_instance
+from pygents.schedule import Missed, Schedule
 from pygents.turn import Turn
-from pygents_dist import _control, _directory, _instances, _replies, _streams, _trace, _wire
+from pygents_dist import (
+    _control,
+    _directory,
+    _instances,
+    _replies,
+    _schedules,
+    _streams,
+    _timers,
+    _trace,
+    _wire,
+)
 from pygents_dist._instances import KindSummary
 from pygents_dist._replies import ReplyKind
+from pygents_dist._schedules import ScheduleInfo
 from pygents_dist._transport import Entry, Transport
 from pygents_dist.errors import (
     UnknownAgentError,
@@ -176,6 +189,8 @@ class Client:
         reply: bool = False,
         turn_id: str | None = None,
         trace: str | None = None,
+        delay_s: float | None = None,
+        at: datetime.datetime | float | None = None,
     ) -> str:
         """Queue a turn on ``agent`` and return its id, without waiting for it to run.
 
@@ -184,17 +199,35 @@ class Client:
         turn's trace inside a worker, else a new trace). When this returns, the turn is
         stored in Redis.
 
+        ``delay_s`` (seconds from now, Redis's clock) or ``at`` (an aware datetime, or Unix
+        seconds) makes it a delayed turn: it waits in Redis and reaches the agent's stream
+        when due, in due order with the agent's other delayed turns, exactly once, through
+        worker and (with AOF) Redis restarts; ``cancel_delayed`` drops it before then. A
+        time in the past is due at once.
+
         Raises:
             UnknownAgentError: no worker has declared ``agent``.
             PayloadError: an argument cannot be sent (names the argument).
+            ValueError: a bad ``delay_s`` or ``at`` (both, negative, a naive datetime).
             ConnectionLostError: Redis is unreachable (nothing was sent).
         """
+        due = _timers.due_of(delay_s, at)
         await self._check_agent(agent)
         turn_id, data, signature = self._envelope(
             agent, tool, args, kwargs, timeout, reply, turn_id, trace
         )
-        await _streams.send_turns(self.transport, [(agent, turn_id, data, signature)])
+        if due is not None:
+            await _timers.delay_turns(self.transport, agent, [(turn_id, due, data, signature)])
+        else:
+            await _streams.send_turns(self.transport, [(agent, turn_id, data, signature)])
         return turn_id
+
+    async def cancel_delayed(self, agent: str, turn_id: str) -> bool:
+        """Drop a delayed turn before it is due: it never runs (a caller waiting on it with
+        ``call`` keeps waiting: cancel the call's task). Returns False when it was not
+        waiting: already moved to the agent's stream (then ``cancel`` it as any turn),
+        cancelled before, or never delayed."""
+        return await _timers.cancel_delayed(self.transport, agent, turn_id)
 
     async def send_many(
         self, agent: str, tool: str, calls: Sequence[Mapping[str, Any]], *, timeout: float = 60.0
@@ -236,11 +269,15 @@ class Client:
         kwargs: Mapping[str, Any] | None = None,
         timeout: float = 60.0,
         trace: str | None = None,
+        delay_s: float | None = None,
+        at: datetime.datetime | float | None = None,
     ) -> Any:
         """Run a coroutine tool on ``agent`` and return its result.
 
         A tool that returns a ``Turn`` or ``ContextItem`` has it routed in the worker, and
-        ``call`` returns None. Waits as long as the turn is queued plus its ``timeout``.
+        ``call`` returns None. Waits as long as the turn is queued plus its ``timeout``
+        (plus its delay, with ``delay_s`` or ``at``: see ``send``). A tool declared with
+        ``retry=`` is retried in the workers: ``call`` sees the final outcome only.
 
         Raises:
             RemoteError: the tool raised (type name, message and remote traceback attached).
@@ -248,7 +285,21 @@ class Client:
             DeadLetteredError: the turn was refused (bad arguments, unknown tool...).
             TurnCancelledError: the turn was cancelled.
         """
-        turn_id, first = await self._send_waiting(agent, tool, args, kwargs, timeout, trace)
+        first: list[Entry] | None = None
+        if delay_s is not None or at is not None:
+            turn_id = await self.send(
+                agent,
+                tool,
+                args=args,
+                kwargs=kwargs,
+                timeout=timeout,
+                reply=True,
+                trace=trace,
+                delay_s=delay_s,
+                at=at,
+            )
+        else:
+            turn_id, first = await self._send_waiting(agent, tool, args, kwargs, timeout, trace)
         result: Any = None
         async for kind, _seq, value in _replies.replies(self.transport, agent, turn_id, -1, first):
             if kind == b"e":
@@ -346,6 +397,73 @@ class Client:
         outcome = await _control.forget(self.transport, agent, force)
         self._known.discard(agent)
         return outcome == _control.ForgetOutcome.FORGOTTEN
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def add_schedule(
+        self,
+        agent: str,
+        name: str,
+        tool: str,
+        schedule: Schedule | str,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timeout: float = 60.0,
+        missed: Missed | str | None = None,
+        paused: bool = False,
+    ) -> ScheduleInfo:
+        """Send ``tool`` to ``agent`` at every tick of ``schedule`` (a ``Schedule``, or its
+        text: ``"every 30s"``, ``"*/5 * * * *"``; UTC), stored in Redis: every worker fires
+        it, each tick exactly once. ``missed`` overrides the schedule's policy for ticks
+        missed while no worker ran. Adding a name again replaces that schedule (its next
+        tick is the first after now).
+
+        Raises:
+            UnknownAgentError: no worker has declared ``agent``.
+            ValueError: a malformed schedule or name, or ``tool`` is not one of the agent's
+                tools (the message names the field).
+            PayloadError: an argument cannot be sent.
+        """
+        _schedules.check_schedule_name(name)
+        if isinstance(schedule, str):
+            schedule = Schedule.parse(schedule)
+        if not isinstance(schedule, Schedule):
+            raise ValueError(f"schedule {name!r}: schedule must be a Schedule or its text")
+        if missed is not None:
+            schedule = Schedule.parse(str(schedule), missed=Missed(missed))
+        await self._check_agent(agent)
+        tools = await _schedules.tools_of(self.transport, agent)
+        if tools is not None and tool not in tools:
+            raise ValueError(
+                f"schedule {name!r}: agent {agent!r} has no tool {tool!r}; its tools: "
+                f"{', '.join(tools)}"
+            )
+        # Checked as a turn now, so a tick never meets arguments it cannot send.
+        self._envelope(agent, tool, args, kwargs, timeout, False, None)
+        stored = _schedules.spec(schedule, tool, args=args, kwargs=kwargs, timeout=timeout)
+        await _schedules.put(self.transport, agent, name, stored, paused=paused)
+        for info in await _schedules.listing(self.transport, agent):
+            if info.name == name:
+                return info
+        raise UnknownAgentError(f"schedule {name!r} of {agent!r} vanished as it was added")
+
+    async def schedules(self, agent: str | None = None) -> list[ScheduleInfo]:
+        """The stored schedules (of ``agent``), by next tick; paused ones last."""
+        return await _schedules.listing(self.transport, agent)
+
+    async def pause_schedule(self, agent: str, name: str) -> bool:
+        """Pause a schedule on every worker; False if there is none."""
+        return await _schedules.pause(self.transport, agent, name)
+
+    async def resume_schedule(self, agent: str, name: str) -> bool:
+        """Resume a paused schedule from its first tick after now; False if there is none."""
+        return await _schedules.resume(self.transport, agent, name)
+
+    async def remove_schedule(self, agent: str, name: str) -> bool:
+        """Remove a schedule; False if there was none. A schedule declared in the agents'
+        module comes back when a worker starts, unless removed from the module too."""
+        return await _schedules.remove(self.transport, agent, name)
 
     async def kinds(self) -> list[KindSummary]:
         """Every kind that has instances in Redis, each summarised (instances, held by a

@@ -18,6 +18,7 @@ from pygents_dist._replies import REPLY_STREAM_CAP, ReplyKind
 
 if TYPE_CHECKING:
     from pygents.agent import Agent
+    from pygents_dist._retries import RetryHold
 
 __all__ = ["NO_REPLY", "Commit"]
 
@@ -56,6 +57,12 @@ class Commit:
         new_agents: agents the batch's turns made (``Agent(...)``, ``branch``): not part of
             the script; they are defined in the directory just before it runs, so that the
             sends it relays to them find them (``_routing.define_agents``).
+        delayed: turns the batch's turns put or sent for later, ``(agent, turn id, due ms,
+            envelope, signature)``: not part of the script; stored (``_timers``) just
+            before it runs, with ids derived from the putting turn's, so a batch run again
+            stores the same turns again, not more.
+        hold: a turn whose retry waits for its backoff (``_retries``): not part of the
+            script; the agent is held just before it runs, and the batch ends there.
     """
 
     agent: str
@@ -70,6 +77,34 @@ class Commit:
     now_ms: int = 0
     context: dict[str, bytes] = dataclasses.field(default_factory=dict)
     new_agents: list[Agent] = dataclasses.field(default_factory=list)
+    delayed: list[tuple[str, str, int, bytes, bytes]] = dataclasses.field(default_factory=list)
+    hold: RetryHold | None = None
+
+    def mark(self) -> tuple[int, ...]:
+        """Where the commit stands, for ``undo``."""
+        return (
+            len(self.acked),
+            len(self.turn_ids),
+            len(self.replies),
+            len(self.reply_streams),
+            len(self.followups),
+            len(self.outbox),
+            len(self.new_agents),
+            len(self.delayed),
+        )
+
+    def undo(self, mark: tuple[int, ...]) -> None:
+        """Drop what was added since ``mark``: a turn whose attempt failed and will be
+        retried commits nothing."""
+        acked, tids, replies, streams, followups, outbox, made, delayed = mark
+        del self.acked[acked:]
+        del self.turn_ids[tids:]
+        del self.replies[replies:]
+        del self.reply_streams[streams:]
+        del self.followups[followups:]
+        del self.outbox[outbox:]
+        del self.new_agents[made:]
+        del self.delayed[delayed:]
 
     def reply_to(self, key: str) -> int:
         """Add the reply stream ``key``; its reply index."""

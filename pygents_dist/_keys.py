@@ -123,6 +123,24 @@ class Keys:
         """Hash of turn ids whose cancellation was requested."""
         return f"{self.base}:{{{agent}}}:cancel"
 
+    def timers(self, agent: str) -> str:
+        """Sorted set of the agent's delayed turns: turn id -> due time (Unix ms); the member
+        ``!hold`` is a retry's backoff holding the agent (``_timers.py``)."""
+        return f"{self.base}:{{{agent}}}:timers"
+
+    def timed(self, agent: str) -> str:
+        """Hash of the agent's delayed turns: turn id -> msgpack ``[envelope, signature]``
+        (deleted when the turn is moved to the agent's stream)."""
+        return f"{self.base}:{{{agent}}}:timed"
+
+    def schedules(self, agent: str) -> str:
+        """Hash of the agent's schedules: name -> msgpack spec (``_schedules.py``)."""
+        return f"{self.base}:{{{agent}}}:schedules"
+
+    def ticks(self, agent: str) -> str:
+        """Hash of the agent's schedules' next ticks: name -> Unix ms (absent: paused)."""
+        return f"{self.base}:{{{agent}}}:ticks"
+
     def reply(self, agent: str, turn_id: str) -> str:
         """Stream of one turn's values, end marker or error (expiring)."""
         return f"{self.base}:{{{agent}}}:reply:{turn_id}"
@@ -180,6 +198,26 @@ class Keys:
     def worker_pattern(self) -> str:
         """SCAN pattern matching every worker heartbeat."""
         return f"{self.base}:worker:*"
+
+    @property
+    def due(self) -> str:
+        """Sorted set: agent -> its earliest delayed turn's due time (Unix ms), so workers
+        find due agents without scanning them all (``_timers.py``)."""
+        return f"{self.base}:due"
+
+    @property
+    def schedule_index(self) -> str:
+        """Sorted set: ``"<agent> <schedule>"`` -> next tick (Unix ms; ``+inf`` paused)."""
+        return f"{self.base}:schedules"
+
+    # -- one tool (hash tag {tool:<name>}) ------------------------------------------------
+    def rate(self, tool: str) -> str:
+        """String: a rate-limited tool's theoretical arrival time (GCRA, Unix ms; TTL)."""
+        return f"{self.base}:{{tool:{tool}}}:rate"
+
+    def slots(self, tool: str) -> str:
+        """Sorted set of a concurrency-limited tool's holders: token -> lease expiry (ms)."""
+        return f"{self.base}:{{tool:{tool}}}:slots"
 
     def lock(self, name: str) -> str:
         """A tool or hook lock (``tool:<name>`` / ``hook:<name>``)."""

@@ -20,7 +20,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pygents.registry import split_instance
-from pygents_dist import _control, _dead_letters, _directory, _functions, _replies, _wire
+from pygents_dist import (
+    _control,
+    _dead_letters,
+    _directory,
+    _functions,
+    _replies,
+    _schedules,
+    _wire,
+)
 from pygents_dist._client import Client
 from pygents_dist._replies import ReplyKind
 from pygents_dist._transport import Entry
@@ -149,6 +157,7 @@ async def _snapshot(client: Client) -> dict[str, Any]:
         "kinds": kinds,
         "workers": workers,
         "dead_letters": await _dead_letters.dead_count(transport),
+        "schedules": [i.as_dict() for i in await _schedules.listing(transport)],
     }
     if transport.cluster is not None:
         snapshot["cluster"] = await transport.cluster.health()
@@ -205,6 +214,14 @@ def _render(snapshot: dict[str, Any]) -> str:
             )
     lines.append("")
     lines.append(f"dead letters: {snapshot['dead_letters']}")
+    if snapshot["schedules"]:
+        lines.append("")
+        lines.append(f"{'SCHEDULE':<41} {'EVERY/CRON':<18} NEXT (UTC)")
+        for row in snapshot["schedules"]:
+            lines.append(
+                f"{row['agent'] + ' ' + row['name']:<41} {row['schedule']:<18} "
+                f"{row['next_due'] or 'paused'}"
+            )
     return "\n".join(lines)
 
 
@@ -288,6 +305,8 @@ async def send(
         timeout=ns.timeout,
         reply=waiting,
         trace=ns.trace,
+        delay_s=ns.delay_s,
+        at=ns.at_s,
     )
     if not waiting:
         emit(ns.json, {"turn_id": turn_id}, turn_id)

@@ -19,14 +19,14 @@ from typing import Any
 from pygents.agent import Agent
 from pygents.registry import HookRegistry
 from pygents.turn import Turn
-from pygents_dist import _directory, _replies, _streams, _trace, _wire
+from pygents_dist import _directory, _replies, _retries, _streams, _timers, _trace, _wire
 from pygents_dist._commit import Commit
 from pygents_dist._served_agents import ServedAgents, describe
 from pygents_dist._settings import WorkerSettings
 from pygents_dist._transport import Transport
 from pygents_dist.errors import UnknownAgentError
 
-__all__ = ["Publisher", "Router", "define_agents", "running_commit"]
+__all__ = ["Publisher", "Router", "before_commit", "define_agents", "running_commit"]
 
 #: Targets found in the directory that are remembered (past this, the memory starts over).
 _KNOWN_MAX = 100_000
@@ -123,7 +123,7 @@ class Router:
         self._defining.add(task)
         task.add_done_callback(self._defining.discard)
 
-    async def put(self, agent_name: str, turn: Turn[Any]) -> None:
+    async def _check_target(self, agent_name: str) -> None:
         served = self.served
         if agent_name not in self.known and not (served and served.addressable(agent_name)):
             if not await _directory.is_addressable(self.transport, agent_name):
@@ -134,8 +134,12 @@ class Router:
             if len(self.known) >= _KNOWN_MAX:
                 self.known.clear()
             self.known.add(agent_name)
+
+    def _seal(
+        self, agent_name: str, turn: Turn[Any], turn_id: str | None = None
+    ) -> tuple[str, bytes, bytes]:
         secrets = self.settings.secrets
-        turn_id, data, signature = _wire.seal_turn(
+        return _wire.seal_turn(
             agent=agent_name,
             tool=turn.tool.__name__,
             args=turn.args,
@@ -146,7 +150,12 @@ class Router:
             trace=_trace.child(_trace.current.get()),
             limits=self.settings.limits,
             secret=secrets[0] if secrets else None,
+            turn_id=turn_id,
         )
+
+    async def put(self, agent_name: str, turn: Turn[Any]) -> None:
+        await self._check_target(agent_name)
+        turn_id, data, signature = self._seal(agent_name, turn)
         commit = running_commit.get()
         if commit is None:
             await _streams.send_turns(self.transport, [(agent_name, turn_id, data, signature)])
@@ -154,3 +163,43 @@ class Router:
             commit.followups.append([turn_id, data, signature])
         else:
             commit.outbox.append([agent_name, turn_id, data, signature])
+
+    async def put_at(self, agent_name: str, turn: Turn[Any], due_s: float) -> str:
+        """A turn put or sent for later (``agent.put(turn, delay_s=...)``): stored with the
+        running batch's commit, just before it (``Commit.delayed``), under an id derived
+        from the running turn's, so the batch run again stores it again, not twice; outside
+        a batch, at once. Returns its id (for ``cancel_delayed``)."""
+        await self._check_target(agent_name)
+        commit = running_commit.get()
+        due_ms = round(due_s * 1000)
+        if commit is None or not commit.turn_ids:
+            turn_id, data, signature = self._seal(agent_name, turn)
+            await _timers.delay_turns(
+                self.transport, agent_name, [(turn_id, due_ms, data, signature)]
+            )
+            return turn_id
+        derived = f"{commit.turn_ids[-1]}.later{len(commit.delayed)}"
+        turn_id, data, signature = self._seal(agent_name, turn, derived)
+        commit.delayed.append((agent_name, turn_id, due_ms, data, signature))
+        return turn_id
+
+    async def cancel_delayed(self, agent_name: str, turn_id: str) -> bool:
+        """Drop a delayed turn before it is due (``_timers.cancel_delayed``)."""
+        return await _timers.cancel_delayed(self.transport, agent_name, turn_id)
+
+
+async def before_commit(
+    transport: Transport, settings: WorkerSettings, owner: str, consumer: str, commit: Commit
+) -> None:
+    """What a batch's commit needs written just before it: the agents its turns made (the
+    sends it relays must find them), the turns they put for later, and the hold of a turn
+    whose retry waits for its backoff (``_retries``)."""
+    if commit.new_agents:
+        await define_agents(transport, commit.new_agents, settings)
+    by_agent: dict[str, list[_timers.Delayed]] = {}
+    for agent, turn_id, due_ms, data, signature in commit.delayed:
+        by_agent.setdefault(agent, []).append((turn_id, due_ms, data, signature))
+    for agent, turns in by_agent.items():
+        await _timers.delay_turns(transport, agent, turns)
+    if commit.hold is not None:
+        await _retries.hold(transport, commit.agent, owner, consumer, commit.hold)

@@ -29,7 +29,7 @@ from pygents_dist._batch_runner import BatchRunner, NextTurns, TurnBatch
 from pygents_dist._context_store import ContextStore
 from pygents_dist._held_leases import HeldLeases, warn_lapsed
 from pygents_dist._leases import Taken
-from pygents_dist._routing import define_agents
+from pygents_dist._routing import before_commit, define_agents
 from pygents_dist._served_agents import ServedAgents
 from pygents_dist._settings import WorkerSettings, turns_per_fetch
 from pygents_dist._statuses import FetchStatus, Outcome, TakeStatus
@@ -324,6 +324,12 @@ class Scheduler:
         try:
             if made:  # before the commit: the sends it relays must find them
                 await define_agents(transport, made, self._settings)
+            for _agent, owner, batch in done:  # turns put for later, a retry's hold
+                if batch.commit.delayed or batch.commit.hold:
+                    batch.commit.new_agents = []  # defined above
+                    await before_commit(
+                        transport, self._settings, owner, self._worker_id, batch.commit
+                    )
             if following:
                 lease_ms = self._settings.lease_ms
                 record = self._leases.to_record(following)

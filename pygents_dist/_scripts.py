@@ -43,6 +43,15 @@ _FILES = (
     "pause",
     "resume",
     "forget",
+    "rate",
+    "slots_take",
+    "delay",
+    "move_due",
+    "cancel_delayed",
+    "hold",
+    "fire",
+    "schedule_put",
+    "schedule_rm",
     "admit",
 )
 #: Script calls of many tasks sent in one pipeline, and such pipelines in flight at once.

@@ -67,22 +67,28 @@ from pygents_dist import (
     _instances,
     _leases,
     _metrics,
+    _retries,
+    _schedules,
     _streams,
     _wire,
 )
 from pygents_dist._agent_server import AgentServer
 from pygents_dist._backlog_sweep import BacklogSweep
 from pygents_dist._batch_runner import BatchRunner
+from pygents_dist._concurrency import RedisSlots
 from pygents_dist._context_store import ContextStore
 from pygents_dist._held_leases import HeldLeases
 from pygents_dist._keys import check_agent_name
 from pygents_dist._lock import RedisLocks
 from pygents_dist._log import current_worker
+from pygents_dist._rate_limit import RedisRateGate
 from pygents_dist._routing import Router
 from pygents_dist._scheduler import Scheduler
+from pygents_dist._schedules import ScheduleLoop
 from pygents_dist._served_agents import ServedAgents, describe, observe
 from pygents_dist._settings import WorkerSettings
 from pygents_dist._signals import Signals
+from pygents_dist._timers import TimerLoop
 from pygents_dist._transport import Transport
 from pygents_dist.errors import ConnectionLostError, RedisCommandError
 
@@ -187,6 +193,12 @@ class Worker:
             served=self.agents,
         )
         self.metrics.active = lambda: len(self._scheduler.active)
+        #: Moves due delayed turns (any agent's) into their streams.
+        self.timers = TimerLoop(self.transport)
+        #: Fires due schedule ticks (any agent's).
+        self.schedules = ScheduleLoop(
+            self.transport, settings.limits, settings.secrets[0] if settings.secrets else None
+        )
         self._sweep = BacklogSweep(
             self.transport, self._found, settings.lease_ms / 1000, self._idle
         )
@@ -213,6 +225,10 @@ class Worker:
         _seams.set_lock_provider(
             RedisLocks(self.transport, self.settings.lease_ms, self.metrics.lock_waited)
         )
+        # Flow control across workers: limits in Redis, retry backoffs held in Redis.
+        _seams.set_slot_provider(RedisSlots(self.transport, self.settings.lease_ms))
+        _seams.set_rate_gate(RedisRateGate(self.transport))
+        _seams.set_retry_wait(_retries.retry_wait)
         metrics_server: asyncio.Server | None = None
         try:
             await self._start()
@@ -227,6 +243,8 @@ class Worker:
                 asyncio.create_task(self._signal_loop(), name="signals"),
                 asyncio.create_task(self._maintenance_loop(), name="maintenance"),
                 asyncio.create_task(self._cancel_loop(), name="cancel"),
+                asyncio.create_task(self.timers.run(), name="timers"),
+                asyncio.create_task(self.schedules.run(), name="schedules"),
                 asyncio.create_task(self._sweep.run(), name="sweep"),
             ]
             await self._stopping.wait()
@@ -247,6 +265,9 @@ class Worker:
             _seams.set_router(None)
             _seams.set_agent_observer(None)
             _seams.set_lock_provider(None)
+            _seams.set_slot_provider(None)
+            _seams.set_rate_gate(None)
+            _seams.set_retry_wait(None)
             self._leases.stop()
             self._scheduler.stop()
             with contextlib.suppress(Exception):
@@ -260,6 +281,7 @@ class Worker:
         for agent in itertools.islice(self.agents, _KEYS_PREPARED):  # not on their first turn
             self.transport.keys.for_agent(agent)
         await self.transport.ping()
+        self._runner.on_cluster = await self.transport.is_cluster()
         await self._install_functions()
         await self._declare()
         await self._signals.start()
@@ -306,6 +328,7 @@ class Worker:
     async def _declare(self) -> None:
         declared = self.agents.declared
         await _directory.declare(self.transport, {n: describe(a) for n, a in declared.items()})
+        await _schedules.declare(self.transport, declared.values())
         await _control.heartbeat(
             self.transport, self.id, self._info(), self._heartbeat_ttl(), create=True
         )
@@ -377,6 +400,9 @@ class Worker:
             unknown: list[str] = []
             addressable = self.agents.addressable  # instances are built when taken
             for _entry_id, fields in entries:
+                if b"t" in fields:  # a delayed turn or tick due sooner than any other
+                    self.timers.wake()
+                    self.schedules.wake()
                 for name in _signalled(fields):
                     if addressable(name):
                         # A lingering agent reads new turns itself (the signal only marks it

@@ -140,4 +140,5 @@ class DeadLetterReason(enum.StrEnum):
     TOOL_NOT_IN_AGENT = "tool_not_in_agent"
     BAD_ARGUMENTS = "bad_arguments"
     TOO_MANY_DELIVERIES = "too_many_deliveries"
+    RETRIES_EXHAUSTED = "retries_exhausted"
     INSTANCE_LIMIT = "instance_limit"

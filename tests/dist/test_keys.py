@@ -98,3 +98,10 @@ def test_the_send_script_creates_the_group_the_workers_read_through() -> None:
 
     send = (files("pygents_dist") / "lua" / "send.lua").read_text()
     assert f"'XGROUP', 'CREATE', KEYS[k], '{GROUP}', '0'" in send
+
+
+def test_a_tools_limiter_keys_share_the_tools_hash_tag() -> None:
+    keys = Keys("ns")
+    for name in ("fetch", "parent.child"):
+        assert hash_tag(keys.rate(name)) == hash_tag(keys.slots(name)) == f"tool:{name}"
+    assert keys.rate("a") != keys.slots("a") and keys.rate("a") != keys.rate("b")

@@ -32,7 +32,7 @@ from tests.dist.conftest import APPS
 type StartOps = Callable[..., WorkerProcess]
 
 #: The command categories workers, clients and the ops CLI need (the README's ACL example).
-NAMESPACE_ACL = "+@read +@write +@stream +@scripting +@connection +@keyspace -@dangerous"
+NAMESPACE_ACL = "+@read +@write +@stream +@scripting +@connection +@keyspace -@dangerous +time"
 
 
 @pytest.fixture
