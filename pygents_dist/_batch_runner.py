@@ -115,16 +115,21 @@ class BatchRunner:
         self._unadmitted: set[str] = set()
         #: Instances refused by their kind's cap, to forget once let go (``forget_refused``).
         self.refused: set[str] = set()
+        self._new_instances = _instances.NewInstances(transport)
 
     def taken(self, agent: str, owner: str) -> None:
-        """``agent`` was just taken with lease value ``owner``: an instance of a capped
-        kind taken for the first time (fence 1: Redis held nothing of it) must be admitted
-        before its first batch runs."""
-        caps = self._settings.max_instances
-        if caps and owner.endswith(":1"):
-            parts = split_instance(agent)
-            if parts is not None and parts[0] in caps:
-                self._unadmitted.add(agent)
+        """``agent`` was just taken with lease value ``owner``. An instance taken for the
+        first time (fence 1: Redis held nothing of it) joins its kind's index: at once if
+        the kind is uncapped, else once admitted, before its first batch runs."""
+        if not owner.endswith(":1"):
+            return
+        parts = split_instance(agent)
+        if parts is None:
+            return
+        if parts[0] in self._settings.max_instances:
+            self._unadmitted.add(agent)
+        else:
+            self._new_instances.add(agent)
 
     async def _refusal(self, agent: str) -> str | None:
         """Why ``agent``'s turns are refused (its kind is at its cap), or None."""

@@ -2,16 +2,19 @@
 instances, and the expiry of idle ones.
 
 Each kind has an index (``Keys.instances``: a sorted set, instance name -> when a worker last
-took it, in ms), on the kind's own hash tag. A take of instances adds or re-scores them in the
-same round trip (``touch_calls``), so the index is how ``pygents status`` counts and pages a
-kind's instances without scanning millions of keys. The index costs Redis about 60 B per
-instance.
+took it, in ms), on the kind's own hash tag, so ``pygents status`` counts and pages a kind's
+instances without scanning millions of keys. A worker that takes an instance for the first
+time (its lease fence is 1: Redis held nothing of it) adds it (``NewInstances``, a few
+milliseconds later, batched; or ``admit`` first, under a cap); every take re-scores the
+instances already there in its own round trip (``touch_calls``; a take that finds nothing to
+do adds nothing). The index costs Redis about 60 B per instance. A worker killed in the
+milliseconds between taking a new instance and adding it leaves it out of the index until
+its next take.
 
-- **Cap** (``WorkerSettings.max_instances``): a worker that takes a kind's instance for the
-  first time (its lease fence is 1: Redis had nothing of it) checks the kind's count with
-  ``admit``; past the cap the instance's turns are dead-lettered (``instance_limit``) and the
-  instance is forgotten again. The cap is never exceeded; close to it, instances activated at
-  the same moment may be refused a little early (each counts while it is checked).
+- **Cap** (``WorkerSettings.max_instances``): a new instance of a capped kind is admitted
+  (``admit``: counted, atomically, if the kind has room) before its first batch runs; past
+  the cap its turns are dead-lettered (``instance_limit``) and it is forgotten again. The
+  cap is never exceeded.
 - **Idle expiry** (``WorkerSettings.instance_expiry_s``): ``expire_idle`` forgets the
   instances not taken for that long (up to 10,000 per kind per maintenance round), unless a
   worker holds one or turns wait in its stream (it is then looked at again one expiry
@@ -21,6 +24,8 @@ instance.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -29,9 +34,22 @@ from pygents.registry import split_instance
 from pygents_dist import _control
 from pygents_dist._scripts import COMMAND, ScriptCall
 from pygents_dist._transport import Transport
+from pygents_dist.errors import ConnectionLostError
 
-__all__ = ["KindSummary", "admit", "expire_idle", "kinds", "page", "summaries", "touch_calls"]
+__all__ = [
+    "KindSummary",
+    "NewInstances",
+    "admit",
+    "expire_idle",
+    "kinds",
+    "page",
+    "summaries",
+    "touch_calls",
+]
 
+_log = logging.getLogger("pygents_dist.worker")
+#: Seconds a new instance waits at most before it is added to its kind's index.
+_FLUSH_S = 0.005
 #: Candidates ``expire_idle`` looks at per round trip, and most round trips per call.
 _EXPIRY_BATCH = 1000
 _EXPIRY_BATCHES = 10
@@ -39,8 +57,8 @@ _SCAN_COUNT = 500
 
 
 def touch_calls(transport: Transport, agents: Iterable[str]) -> list[ScriptCall]:
-    """The calls recording the instances among ``agents`` as taken now (none without any):
-    one ``ZADD`` per kind, in the take's round trip."""
+    """The calls re-scoring the instances among ``agents`` that are in their kind's index as
+    taken now (none without any): one ``ZADD XX`` per kind, in the take's round trip."""
     by_kind: dict[str, list[Any]] = {}
     now_ms = int(time.time() * 1000)
     for agent in agents:
@@ -48,16 +66,50 @@ def touch_calls(transport: Transport, agents: Iterable[str]) -> list[ScriptCall]
         if parts is not None:
             by_kind.setdefault(parts[0], []).extend((now_ms, agent))
     index = transport.keys.instances
-    return [(COMMAND, ["ZADD", index(kind), *scored], []) for kind, scored in by_kind.items()]
+    return [(COMMAND, ["ZADD", index(kind), "XX", *scored], []) for kind, scored in by_kind.items()]
+
+
+class NewInstances:
+    """Adds the instances a worker took for the first time to their kinds' indexes, batched:
+    one ``ZADD NX`` per kind every ``_FLUSH_S`` while there are any (a new instance's first
+    turn does not wait for it)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._waiting: dict[str, list[Any]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    def add(self, instance: str) -> None:
+        """Add ``instance`` (``"<kind>/<key>"``) to its kind's index soon."""
+        kind = instance.partition("/")[0]
+        self._waiting.setdefault(kind, []).extend((int(time.time() * 1000), instance))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="index")
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                await asyncio.sleep(_FLUSH_S)
+                waiting, self._waiting = self._waiting, {}
+                index = self._transport.keys.instances
+                commands = [
+                    ("ZADD", index(kind), "NX", *scored) for kind, scored in waiting.items()
+                ]
+                try:
+                    await self._transport.execute(commands, "instances")
+                except ConnectionLostError as exc:  # their next take adds them
+                    _log.warning("instance index not updated: %s", exc)
+        finally:
+            self._flusher = None
 
 
 async def admit(transport: Transport, instance: str, cap: int) -> bool:
     """Whether the newly taken ``instance`` fits under its kind's ``cap`` (it is then
-    counted); when it does not, it leaves the index again."""
+    counted in the kind's index, atomically)."""
     kind = instance.partition("/")[0]
-    return bool(
-        await transport.scripts.run_one("admit", [transport.keys.instances(kind)], [cap, instance])
-    )
+    now_ms = int(time.time() * 1000)
+    args = [cap, now_ms, instance]
+    return bool(await transport.scripts.run_one("admit", [transport.keys.instances(kind)], args))
 
 
 async def kinds(transport: Transport) -> list[str]:
