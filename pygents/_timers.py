@@ -13,14 +13,18 @@ from __future__ import annotations
 import heapq
 import math
 import os
+import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pygents.schedule import Missed, ScheduleEntry
+from pygents import _seams
+from pygents.schedule import Missed, Schedule, ScheduleEntry
+from pygents.turn import Turn
 
 if TYPE_CHECKING:
-    from pygents.turn import Turn
+    from pygents.agent import Agent
 
-__all__ = ["Timers"]
+__all__ = ["Timers", "delayed_router", "due_s", "schedule_entry"]
 
 
 class _Ticking:
@@ -135,3 +139,57 @@ class Timers:
         self._next_tick_s = min((t.next_due_s for t in self.ticking.values()), default=math.inf)
         due.sort(key=lambda item: (item[0], item[1]))
         return [(turn, ticked) for _, _, turn, ticked in due]
+
+
+def due_s(delay_s: object, at: object) -> float:
+    """When a delayed turn is due, in seconds since the epoch (validating the options)."""
+    if delay_s is not None and at is not None:
+        raise ValueError("pass delay_s or at, not both")
+    if delay_s is not None:
+        if (
+            not isinstance(delay_s, int | float)
+            or isinstance(delay_s, bool)
+            or not math.isfinite(delay_s)
+            or delay_s < 0
+        ):
+            raise ValueError(f"delay_s must be a number of seconds >= 0, got {delay_s!r}")
+        return time.time() + delay_s
+    if isinstance(at, datetime):
+        if at.tzinfo is None:
+            raise ValueError(
+                f"at must be a timezone-aware datetime (naive datetimes are ambiguous between "
+                f"machines), got {at!r}; use datetime.now(UTC) + timedelta(...)"
+            )
+        return at.timestamp()
+    if isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at):
+        return float(at)
+    raise ValueError(f"at must be an aware datetime or epoch seconds, got {at!r}")
+
+
+def delayed_router(router: _seams.Router) -> _seams.DelayedRouter:
+    """``router`` as a router that holds delayed turns (``NotImplementedError`` if it can't)."""
+    if not (hasattr(router, "put_at") and hasattr(router, "cancel_delayed")):
+        raise NotImplementedError(
+            f"this runtime's router ({type(router).__name__}) does not take delayed turns "
+            "(no put_at / cancel_delayed)"
+        )
+    return router  # type: ignore[return-value]  # checked just above
+
+
+def schedule_entry(agent: Agent, name: str, turn: object, schedule: object) -> ScheduleEntry:
+    """The entry ``agent.schedule(name, turn, schedule)`` adds, its arguments checked."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"agent {agent.name!r}: a schedule name is a non-empty str, got {name!r}")
+    if not isinstance(turn, Turn):
+        raise TypeError(f"agent {agent.name!r}: schedule {name!r} needs a Turn, got {turn!r}")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(
+            f"agent {agent.name!r}: schedule {name!r} needs a Schedule (Schedule.every(...) "
+            f"or Schedule.cron(...)), got {schedule!r}"
+        )
+    if turn.tool not in agent._tool_set:
+        raise ValueError(
+            f"agent {agent.name!r}: schedule {name!r}: agent cannot run tool "
+            f"{turn.tool.__name__!r}; its tools: {sorted(t.__name__ for t in agent.tools)}"
+        )
+    return ScheduleEntry(name, schedule, turn)

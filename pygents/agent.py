@@ -17,7 +17,7 @@ from types import EllipsisType, MappingProxyType
 from typing import Any, overload
 
 from pygents import _seams
-from pygents._timers import Timers
+from pygents._timers import Timers, delayed_router, due_s, schedule_entry
 from pygents.context import ContextItem, ContextPool, ContextQueue
 from pygents.errors import SafeExecutionError, UnregisteredToolError
 from pygents.hooks import (
@@ -44,31 +44,6 @@ _G_AFTER_PUT = global_hooks(AgentHook.AFTER_PUT)
 _ROUTED = (Turn, ContextItem)
 _time = time.time
 _NO_SCHEDULES: Mapping[str, ScheduleEntry] = MappingProxyType({})
-
-
-def _due_s(delay_s: object, at: object) -> float:
-    """When a delayed turn is due, in seconds since the epoch (validating the options)."""
-    if delay_s is not None and at is not None:
-        raise ValueError("pass delay_s or at, not both")
-    if delay_s is not None:
-        if (
-            not isinstance(delay_s, int | float)
-            or isinstance(delay_s, bool)
-            or not math.isfinite(delay_s)
-            or delay_s < 0
-        ):
-            raise ValueError(f"delay_s must be a number of seconds >= 0, got {delay_s!r}")
-        return _time() + delay_s
-    if isinstance(at, datetime):
-        if at.tzinfo is None:
-            raise ValueError(
-                f"at must be a timezone-aware datetime (naive datetimes are ambiguous between "
-                f"machines), got {at!r}; use datetime.now(UTC) + timedelta(...)"
-            )
-        return at.timestamp()
-    if isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at):
-        return float(at)
-    raise ValueError(f"at must be an aware datetime or epoch seconds, got {at!r}")
 
 
 def _wake_up(waiter: asyncio.Future[None]) -> None:
@@ -221,7 +196,7 @@ class Agent:
             NotImplementedError: delayed, under a runtime whose router cannot hold turns.
         """
         if delay_s is not None or at is not None:
-            return await self._put_later(turn, _due_s(delay_s, at))
+            return await self._put_later(turn, due_s(delay_s, at))
         if turn.tool not in self._tool_set:
             raise self._foreign_tool(turn)
         hooks = self.hooks
@@ -259,7 +234,7 @@ class Agent:
     async def _hold(self, turn: Turn[Any], due_s: float) -> str:
         router = _seams.router
         if router is not None:
-            return await _delayed_router(router).put_at(self.name, turn, due_s)
+            return await delayed_router(router).put_at(self.name, turn, due_s)
         timers = self._timers_made()
         turn_id = timers.add_delayed(turn, due_s)
         if self._waiter is not None:
@@ -280,7 +255,7 @@ class Agent:
         """
         router = _seams.router
         if router is not None:
-            return await _delayed_router(router).cancel_delayed(self.name, turn_id)
+            return await delayed_router(router).cancel_delayed(self.name, turn_id)
         timers = self._timers
         cancelled = timers is not None and timers.cancel(turn_id)
         if cancelled and self._waiter is not None:
@@ -337,7 +312,7 @@ class Agent:
             if delay_s is None and at is None:
                 await router.put(name, turn)
                 return None
-            return await _delayed_router(router).put_at(name, turn, _due_s(delay_s, at))
+            return await delayed_router(router).put_at(name, turn, due_s(delay_s, at))
         return await AgentRegistry.get(name).put(turn, delay_s=delay_s, at=at)
 
     # -- schedules -----------------------------------------------------------------------
@@ -359,23 +334,7 @@ class Agent:
             ValueError: ``name`` is empty, or the turn's tool is not one of this agent's.
             TypeError: ``turn`` is not a ``Turn`` or ``schedule`` not a ``Schedule``.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(
-                f"agent {self.name!r}: a schedule name is a non-empty str, got {name!r}"
-            )
-        if not isinstance(turn, Turn):
-            raise TypeError(f"agent {self.name!r}: schedule {name!r} needs a Turn, got {turn!r}")
-        if not isinstance(schedule, Schedule):
-            raise TypeError(
-                f"agent {self.name!r}: schedule {name!r} needs a Schedule (Schedule.every(...) "
-                f"or Schedule.cron(...)), got {schedule!r}"
-            )
-        if turn.tool not in self._tool_set:
-            raise ValueError(
-                f"agent {self.name!r}: schedule {name!r}: agent cannot run tool "
-                f"{turn.tool.__name__!r}; its tools: {sorted(t.__name__ for t in self.tools)}"
-            )
-        entry = ScheduleEntry(name, schedule, turn)
+        entry = schedule_entry(self, name, turn, schedule)
         self._timers_made().add_schedule(entry, _time())
         if self._waiter is not None:
             _wake_up(self._waiter)
@@ -490,10 +449,10 @@ class Agent:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         object.__setattr__(self, "_waiter", waiter)
-        due_s = timers.next_due_s()
+        next_s = timers.next_due_s()
         handle = None
-        if due_s != math.inf:
-            handle = loop.call_later(max(due_s - _time(), 0.0), _wake_up, waiter)
+        if next_s != math.inf:
+            handle = loop.call_later(max(next_s - _time(), 0.0), _wake_up, waiter)
         try:
             await waiter
         finally:
@@ -723,16 +682,6 @@ class Agent:
     on_complete = InstanceHook(
         TurnHook.ON_COMPLETE, "(turn, stop_reason) on every turn it runs", "turn_hooks"
     )
-
-
-def _delayed_router(router: _seams.Router) -> _seams.DelayedRouter:
-    """``router`` as a router that holds delayed turns (``NotImplementedError`` if it can't)."""
-    if not (hasattr(router, "put_at") and hasattr(router, "cancel_delayed")):
-        raise NotImplementedError(
-            f"this runtime's router ({type(router).__name__}) does not take delayed turns "
-            "(no put_at / cancel_delayed)"
-        )
-    return router  # type: ignore[return-value]  # checked just above
 
 
 def _check_tool(agent: str, item: object) -> None:
